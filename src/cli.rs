@@ -1,0 +1,338 @@
+//! The command line of the same binary: `migrate`, `check`, `purge`,
+//! `--version`. No request handling here; each command reads the same
+//! configuration a request would (environment, then `HEALTHSYNC_ENV_FILE`).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use crate::config::{self, Config, EnvFileCache, ENV_FILE_VARIABLE};
+use crate::store::{clock, db, migrate, purge};
+
+const USAGE: &str = "\
+healthsync: sync backend for the health app (CGI/FastCGI binary)
+
+Usage:
+  healthsync migrate     apply pending schema migrations (prints each one)
+  healthsync check       check configuration, database, schema and secrets
+  healthsync purge       delete tombstones older than TOMBSTONE_DAYS
+  healthsync --version   print the version
+
+Configuration comes from the environment, then from the .env file named by
+HEALTHSYNC_ENV_FILE (keep it outside the web root). Under Apache the same
+binary answers the API: as FastCGI when started by mod_fcgid, as CGI
+otherwise.";
+
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+        ["--help" | "-h" | "help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V" | "version"] => {
+            println!("healthsync {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["migrate"] => run_migrate(),
+        ["check"] => run_check(),
+        ["purge"] => run_purge(),
+        [other, ..] => {
+            eprintln!("healthsync: unknown command '{other}'\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads the configuration the way a request would, minus params.
+pub fn load_config() -> Result<Config, String> {
+    let process_env = config::process_env().map_err(|e| e.to_string())?;
+    let variables = config::gather(&process_env, None, &mut EnvFileCache::default())
+        .map_err(|e| e.to_string())?;
+    config::parse(&variables).map_err(|e| e.to_string())
+}
+
+fn run_migrate() -> ExitCode {
+    let config = match load_config() {
+        Ok(config) => config,
+        Err(problem) => {
+            eprintln!("healthsync migrate: {problem}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut conn = match db::connect(&config.db) {
+        Ok(conn) => conn,
+        Err(error) => {
+            eprintln!(
+                "healthsync migrate: cannot reach MySQL at {}:{} ({})",
+                config.db.host,
+                config.db.port,
+                error.internal_cause().unwrap_or("unknown error")
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut progress = |line: &str| println!("{line}");
+    match migrate::migrate(&mut conn, &mut progress) {
+        Ok(0) => {
+            println!("schema is current (version {})", migrate::latest_version());
+            ExitCode::SUCCESS
+        }
+        Ok(count) => {
+            println!(
+                "{count} migration(s) applied; schema at version {}",
+                migrate::latest_version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("healthsync migrate: {problem}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Checks everything a deployment needs and says how to fix what is wrong.
+fn run_check() -> ExitCode {
+    let mut failures = 0;
+    let mut report = |status: &str, message: String| {
+        if status == "FAIL" {
+            failures += 1;
+        }
+        println!("{status:<4}  {message}");
+    };
+
+    match std::env::var_os(ENV_FILE_VARIABLE) {
+        None => report(
+            "warn",
+            format!(
+                "{ENV_FILE_VARIABLE} is not set: configuration comes from the environment only"
+            ),
+        ),
+        Some(path) => check_env_file(std::path::Path::new(&path), &mut report),
+    }
+
+    let config = match load_config() {
+        Ok(config) => {
+            report("ok", "configuration parses".into());
+            config
+        }
+        Err(problem) => {
+            report("FAIL", format!("{problem}"));
+            println!("\n1 problem stops the other checks: fix it and run `healthsync check` again");
+            return ExitCode::from(1);
+        }
+    };
+
+    check_secret(&config.jwt_secret, &mut report);
+    match &config.api_base_url {
+        Some(url) => report(
+            "ok",
+            format!("API_BASE_URL={url}: after deploying, `curl {url}/health` should answer ok"),
+        ),
+        None => report(
+            "warn",
+            "API_BASE_URL is not set: it is only used for this hint and the deploy smoke test"
+                .into(),
+        ),
+    }
+    if config.require_https {
+        report(
+            "ok",
+            "REQUIRE_HTTPS is on: plain-HTTP requests are refused".into(),
+        );
+    } else {
+        report(
+            "warn",
+            "REQUIRE_HTTPS=false: tokens may cross the network in clear; use only on loopback"
+                .into(),
+        );
+    }
+
+    match db::connect(&config.db) {
+        Err(error) => report(
+            "FAIL",
+            format!(
+                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME",
+                config.db.host,
+                config.db.port,
+                config.db.user,
+                error.internal_cause().unwrap_or("unknown error")
+            ),
+        ),
+        Ok(mut conn) => {
+            use mysql::prelude::Queryable;
+            let version: Option<String> = conn.query_first("SELECT VERSION()").ok().flatten();
+            report(
+                "ok",
+                format!(
+                    "MySQL reachable at {}:{} (server {}{})",
+                    config.db.host,
+                    config.db.port,
+                    version.unwrap_or_else(|| "?".into()),
+                    if config.db.tls { ", TLS" } else { "" }
+                ),
+            );
+            match migrate::state(&mut conn) {
+                Ok(migrate::SchemaState::Current(version)) => {
+                    report("ok", format!("schema is current (version {version})"))
+                }
+                Ok(migrate::SchemaState::Empty) => {
+                    report("FAIL", "the database has no schema: run `healthsync migrate`".into())
+                }
+                Ok(migrate::SchemaState::Behind { database, binary }) => report(
+                    "FAIL",
+                    format!("schema at version {database}, this binary needs {binary}: run `healthsync migrate`"),
+                ),
+                Ok(migrate::SchemaState::Ahead { database, binary }) => report(
+                    "FAIL",
+                    format!("schema at version {database} is newer than this binary ({binary}): deploy the newer binary"),
+                ),
+                Ok(migrate::SchemaState::Edited(label)) => report(
+                    "FAIL",
+                    format!("migration {label} differs from the one applied: the binary's migrations were edited"),
+                ),
+                Err(error) => report(
+                    "FAIL",
+                    format!("cannot read the schema state: {}", error.internal_cause().unwrap_or("?")),
+                ),
+            }
+        }
+    }
+
+    if failures == 0 {
+        println!("\nall checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{failures} problem(s) found");
+        ExitCode::from(1)
+    }
+}
+
+fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(error) => report(
+            "FAIL",
+            format!(
+                "{ENV_FILE_VARIABLE}={} cannot be read: {error}",
+                path.display()
+            ),
+        ),
+        Ok(metadata) => {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                report(
+                    "FAIL",
+                    format!(
+                        "{} is readable by other users (mode {mode:o}): run `chmod 600 {}`",
+                        path.display(),
+                        path.display()
+                    ),
+                );
+            } else {
+                report(
+                    "ok",
+                    format!("{} is private (mode {mode:o})", path.display()),
+                );
+            }
+            let in_web_root = path.components().any(|c| {
+                let part = c.as_os_str().to_string_lossy();
+                part == "public_html" || part == "htdocs" || part == "www"
+            });
+            if in_web_root {
+                report(
+                    "warn",
+                    format!(
+                        "{} looks like it is inside a web root: move it out",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_secret(secret: &[u8], report: &mut dyn FnMut(&str, String)) {
+    let mut distinct: Vec<u8> = secret.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let text = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    let placeholder = ["secret", "changeme", "your_", "example", "password"]
+        .iter()
+        .any(|word| text.contains(word));
+    if placeholder || distinct.len() < 12 {
+        report(
+            "FAIL",
+            "JWT_SECRET_KEY looks guessable (a placeholder or few distinct characters): \
+             set it to random bytes, e.g. `head -c 48 /dev/urandom | base64`"
+                .into(),
+        );
+    } else {
+        report("ok", format!("JWT_SECRET_KEY is {} bytes", secret.len()));
+    }
+}
+
+fn run_purge() -> ExitCode {
+    let config = match load_config() {
+        Ok(config) => config,
+        Err(problem) => {
+            eprintln!("healthsync purge: {problem}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut conn = match db::connect(&config.db) {
+        Ok(conn) => conn,
+        Err(error) => {
+            eprintln!(
+                "healthsync purge: cannot reach MySQL ({})",
+                error.internal_cause().unwrap_or("?")
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let now = clock::to_millis(time::OffsetDateTime::now_utc());
+    let cutoff = now - i64::from(config.tombstone_days) * 24 * 3600 * 1000;
+    println!(
+        "purging tombstones received before {} (TOMBSTONE_DAYS={})",
+        clock::to_rfc3339(cutoff),
+        config.tombstone_days
+    );
+    let started = std::time::Instant::now();
+    let mut progress = |totals: &purge::Totals| {
+        println!(
+            "  {} users checked, {} tombstones purged from {} users ({:.1} s)",
+            totals.users_seen,
+            totals.tombstones,
+            totals.users_purged,
+            started.elapsed().as_secs_f64()
+        );
+    };
+    match purge::purge(&mut conn, cutoff, &mut progress) {
+        Ok(totals) => {
+            println!(
+                "done: {} tombstones purged from {} of {} users; devices with older cursors will be asked to pull again",
+                totals.tombstones, totals.users_purged, totals.users_seen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "healthsync purge: {}",
+                error.internal_cause().unwrap_or(error.code())
+            );
+            ExitCode::from(1)
+        }
+    }
+}

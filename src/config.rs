@@ -1,0 +1,492 @@
+//! Configuration: the process environment, then the request's params (an
+//! `.htaccess` `SetEnv` reaches FastCGI params, never the FastCGI process's
+//! environment), then the `.env` file named by `HEALTHSYNC_ENV_FILE`. The
+//! first source that has a variable wins. Parsed with envy into `Config`
+//! once per request (cheap: a few dozen strings), so a bad value is one log
+//! line naming the variable and a 500 to the client that names nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::http::Params;
+
+/// Every variable the binary reads. Anything else in the environment or the
+/// params (HTTP headers among them) is ignored.
+pub const VARIABLES: &[&str] = &[
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASS",
+    "DB_SOCKET",
+    "DB_TLS",
+    "JWT_SECRET_KEY",
+    "API_BASE_URL",
+    "CORS_ALLOWED_ORIGINS",
+    "MAX_BODY_BYTES",
+    "MAX_BATCH",
+    "MAX_RECORD_BYTES",
+    "RATE_LIMIT_PER_MINUTE",
+    "AUTH_RATE_LIMIT_PER_MINUTE",
+    "TOMBSTONE_DAYS",
+    "REQUIRE_HTTPS",
+    "LOG_LEVEL",
+];
+
+pub const ENV_FILE_VARIABLE: &str = "HEALTHSYNC_ENV_FILE";
+
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// The parsed, checked configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub db: DbConfig,
+    pub jwt_secret: Vec<u8>,
+    pub api_base_url: Option<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub max_body_bytes: u64,
+    pub max_batch: usize,
+    pub max_record_bytes: usize,
+    pub rate_limit_per_minute: u32,
+    pub auth_rate_limit_per_minute: u32,
+    pub tombstone_days: u32,
+    pub require_https: bool,
+    pub log_level: LogLevel,
+}
+
+impl std::fmt::Debug for Config {
+    /// Never prints the secret or the database password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("db_host", &self.db.host)
+            .field("db_name", &self.db.name)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to reach MySQL. Compared to decide whether a kept
+/// connection still fits the request's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub pass: String,
+    pub socket: Option<String>,
+    pub tls: bool,
+}
+
+/// A configuration problem, named for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config: {}: {}", self.variable, self.problem)
+    }
+}
+
+fn problem(variable: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    db_host: Option<String>,
+    db_port: Option<u16>,
+    db_name: Option<String>,
+    db_user: Option<String>,
+    db_pass: Option<String>,
+    db_socket: Option<String>,
+    db_tls: Option<String>,
+    jwt_secret_key: Option<String>,
+    api_base_url: Option<String>,
+    cors_allowed_origins: Option<String>,
+    max_body_bytes: Option<u64>,
+    max_batch: Option<usize>,
+    max_record_bytes: Option<usize>,
+    rate_limit_per_minute: Option<u32>,
+    auth_rate_limit_per_minute: Option<u32>,
+    tombstone_days: Option<u32>,
+    require_https: Option<String>,
+    log_level: Option<String>,
+}
+
+/// The variables from every source, merged by precedence.
+pub type Variables = HashMap<String, String>;
+
+/// Merges the sources, first one wins: process environment, params, `.env`.
+pub fn gather(
+    process_env: &Variables,
+    params: Option<&Params>,
+    env_files: &mut EnvFileCache,
+) -> Result<Variables, ConfigError> {
+    let mut merged = Variables::new();
+    let from_params = |name: &str| -> Result<Option<String>, ConfigError> {
+        match params.map(|p| p.text(name)) {
+            None | Some(Ok(None)) => Ok(None),
+            Some(Ok(Some(value))) => Ok(Some(value.to_owned())),
+            Some(Err(_)) => Err(problem(name, "is not valid UTF-8")),
+        }
+    };
+    let env_file = match process_env.get(ENV_FILE_VARIABLE) {
+        Some(path) => Some(path.clone()),
+        None => from_params(ENV_FILE_VARIABLE)?,
+    };
+    let file_values = match env_file.as_deref() {
+        Some(path) if !path.is_empty() => env_files.load(Path::new(path))?,
+        _ => Vec::new(),
+    };
+    for name in VARIABLES {
+        let value = match process_env.get(*name) {
+            Some(value) => Some(value.clone()),
+            None => from_params(name)?,
+        };
+        let value = value.or_else(|| {
+            file_values
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        });
+        if let Some(value) = value {
+            merged.insert((*name).to_owned(), value);
+        }
+    }
+    if let Some(path) = env_file {
+        merged.insert(ENV_FILE_VARIABLE.to_owned(), path);
+    }
+    Ok(merged)
+}
+
+/// Parses and checks merged variables.
+pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
+    let pairs = variables
+        .iter()
+        .filter(|(key, value)| VARIABLES.contains(&key.as_str()) && !is_blank_optional(key, value))
+        .map(|(key, value)| (key.clone(), value.clone()));
+    let raw: RawConfig = envy::from_iter(pairs).map_err(|error| match error {
+        envy::Error::MissingValue(field) => problem(&field.to_ascii_uppercase(), "is missing"),
+        envy::Error::Custom(message) => {
+            let variable = VARIABLES
+                .iter()
+                .find(|name| message.ends_with(&format!("provided by {name}")))
+                .copied()
+                .unwrap_or("configuration");
+            // envy quotes the value; for a secret that would leak it.
+            let cause = message
+                .split(" while parsing")
+                .next()
+                .unwrap_or("invalid value");
+            problem(variable, format!("invalid value ({cause})"))
+        }
+    })?;
+
+    let socket = raw.db_socket.filter(|s| !s.is_empty());
+    let host = match (raw.db_host, &socket) {
+        (Some(host), _) if !host.is_empty() => host,
+        (_, Some(_)) => "localhost".to_owned(),
+        _ => {
+            return Err(problem(
+                "DB_HOST",
+                "is missing (the MySQL server's host name)",
+            ))
+        }
+    };
+    let name = required(raw.db_name, "DB_NAME")?;
+    let user = required(raw.db_user, "DB_USER")?;
+    let tls = parse_bool("DB_TLS", raw.db_tls.as_deref(), false)?;
+    if tls && !cfg!(feature = "tls") {
+        return Err(problem(
+            "DB_TLS",
+            "is true but this binary was built without TLS support",
+        ));
+    }
+    let secret = required(raw.jwt_secret_key, "JWT_SECRET_KEY")?;
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(problem(
+            "JWT_SECRET_KEY",
+            format!(
+                "is {} bytes; it must be at least {MIN_SECRET_BYTES} random bytes (try: head -c 48 /dev/urandom | base64)",
+                secret.len()
+            ),
+        ));
+    }
+    let max_body_bytes = positive("MAX_BODY_BYTES", raw.max_body_bytes, 5 * 1024 * 1024)?;
+    let max_batch = positive("MAX_BATCH", raw.max_batch, 1000)?;
+    let max_record_bytes = positive("MAX_RECORD_BYTES", raw.max_record_bytes, 64 * 1024)?;
+    let rate_limit_per_minute = positive("RATE_LIMIT_PER_MINUTE", raw.rate_limit_per_minute, 100)?;
+    let auth_rate_limit_per_minute = positive(
+        "AUTH_RATE_LIMIT_PER_MINUTE",
+        raw.auth_rate_limit_per_minute,
+        10,
+    )?;
+    let tombstone_days = positive("TOMBSTONE_DAYS", raw.tombstone_days, 180)?;
+    let require_https = parse_bool("REQUIRE_HTTPS", raw.require_https.as_deref(), true)?;
+    let log_level = match raw
+        .log_level
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("info") => LogLevel::Info,
+        Some("error") => LogLevel::Error,
+        Some("warn") | Some("warning") => LogLevel::Warn,
+        Some("debug") => LogLevel::Debug,
+        Some(_) => {
+            return Err(problem(
+                "LOG_LEVEL",
+                "must be one of error, warn, info, debug",
+            ))
+        }
+    };
+    let cors_allowed_origins = raw
+        .cors_allowed_origins
+        .unwrap_or_default()
+        .split(',')
+        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+        .filter(|origin| !origin.is_empty())
+        .collect();
+    Ok(Config {
+        db: DbConfig {
+            host,
+            port: raw.db_port.unwrap_or(3306),
+            name,
+            user,
+            pass: raw.db_pass.unwrap_or_default(),
+            socket,
+            tls,
+        },
+        jwt_secret: secret.into_bytes(),
+        api_base_url: raw.api_base_url.filter(|url| !url.is_empty()),
+        cors_allowed_origins,
+        max_body_bytes,
+        max_batch,
+        max_record_bytes,
+        rate_limit_per_minute,
+        auth_rate_limit_per_minute,
+        tombstone_days,
+        require_https,
+        log_level,
+    })
+}
+
+/// An empty optional number or flag means "use the default", as most
+/// `.env` readers treat `KEY=`.
+fn is_blank_optional(key: &str, value: &str) -> bool {
+    value.trim().is_empty() && !matches!(key, "DB_PASS" | "DB_NAME" | "DB_USER" | "JWT_SECRET_KEY")
+}
+
+fn required(value: Option<String>, variable: &str) -> Result<String, ConfigError> {
+    match value {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(problem(variable, "is missing")),
+    }
+}
+
+fn positive<T: PartialEq + Default>(
+    variable: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) if value == T::default() => Err(problem(variable, "must be greater than 0")),
+        Some(value) => Ok(value),
+    }
+}
+
+fn parse_bool(variable: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(problem(variable, "must be true or false")),
+    }
+}
+
+/// The `.env` file's pairs, re-read only when the file changes, so a kept
+/// FastCGI process does not parse it on every request.
+#[derive(Default)]
+pub struct EnvFileCache {
+    loaded: Option<(PathBuf, Option<SystemTime>, Vec<(String, String)>)>,
+}
+
+impl EnvFileCache {
+    pub fn load(&mut self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        let metadata = std::fs::metadata(path).map_err(|error| {
+            problem(
+                ENV_FILE_VARIABLE,
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?;
+        let modified = metadata.modified().ok();
+        if let Some((cached_path, cached_modified, pairs)) = &self.loaded {
+            if cached_path == path && *cached_modified == modified && modified.is_some() {
+                return Ok(pairs.clone());
+            }
+        }
+        let iter = dotenvy::from_path_iter(path).map_err(|error| {
+            problem(
+                ENV_FILE_VARIABLE,
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?;
+        let mut pairs = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|error| {
+                problem(
+                    ENV_FILE_VARIABLE,
+                    format!("{} is not a valid .env file: {error}", path.display()),
+                )
+            })?;
+            pairs.push((key, value));
+        }
+        self.loaded = Some((path.to_owned(), modified, pairs.clone()));
+        Ok(pairs)
+    }
+}
+
+/// The process environment, as far as config is concerned. Variables that
+/// are not UTF-8 are reported, not dropped silently.
+pub fn process_env() -> Result<Variables, ConfigError> {
+    let mut vars = Variables::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if !VARIABLES.contains(&key) && key != ENV_FILE_VARIABLE {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => {
+                vars.insert(key.to_owned(), value);
+            }
+            Err(_) => return Err(problem(key, "is not valid UTF-8")),
+        }
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Variables {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn base() -> Variables {
+        vars(&[
+            ("DB_HOST", "db.example.com"),
+            ("DB_NAME", "hs"),
+            ("DB_USER", "hs"),
+            ("DB_PASS", "pw"),
+            ("JWT_SECRET_KEY", "0123456789abcdef0123456789abcdef"),
+        ])
+    }
+
+    fn check_error(overrides: &[(&str, &str)], variable: &str) {
+        let mut variables = base();
+        for (key, value) in overrides {
+            variables.insert((*key).to_owned(), (*value).to_owned());
+        }
+        match parse(&variables) {
+            Ok(_) => panic!("{overrides:?} should fail"),
+            Err(error) => assert_eq!(error.variable, variable, "{overrides:?}: {error}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = parse(&base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.db.port, 3306);
+        assert_eq!(config.max_body_bytes, 5 * 1024 * 1024);
+        assert_eq!(config.max_batch, 1000);
+        assert_eq!(config.max_record_bytes, 64 * 1024);
+        assert_eq!(config.rate_limit_per_minute, 100);
+        assert_eq!(config.auth_rate_limit_per_minute, 10);
+        assert_eq!(config.tombstone_days, 180);
+        assert!(config.require_https);
+        assert!(config.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        check_error(&[("DB_PORT", "abc")], "DB_PORT");
+        check_error(&[("MAX_BATCH", "-1")], "MAX_BATCH");
+        check_error(&[("MAX_BATCH", "0")], "MAX_BATCH");
+        check_error(&[("REQUIRE_HTTPS", "maybe")], "REQUIRE_HTTPS");
+        check_error(&[("JWT_SECRET_KEY", "short")], "JWT_SECRET_KEY");
+        check_error(&[("JWT_SECRET_KEY", "")], "JWT_SECRET_KEY");
+        check_error(&[("DB_NAME", "")], "DB_NAME");
+        check_error(&[("LOG_LEVEL", "loud")], "LOG_LEVEL");
+        check_error(&[("DB_HOST", "")], "DB_HOST");
+    }
+
+    #[test]
+    fn a_bad_secret_is_never_echoed() {
+        let mut variables = base();
+        variables.insert("JWT_SECRET_KEY".into(), "hunter2".into());
+        let error = parse(&variables)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn the_process_environment_wins_over_params_and_params_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("hs-config-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("test.env");
+        let written = std::fs::write(&file, "DB_NAME=from_file\nDB_USER=file_user\nMAX_BATCH=7\n");
+        assert!(written.is_ok());
+        let mut params = Params::new();
+        params.insert("DB_USER", "param_user");
+        params.insert("MAX_BATCH", "8");
+        params.insert(
+            ENV_FILE_VARIABLE,
+            file.to_string_lossy().as_bytes().to_vec(),
+        );
+        let process = vars(&[("MAX_BATCH", "9")]);
+        let merged = gather(&process, Some(&params), &mut EnvFileCache::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(merged.get("DB_NAME").map(String::as_str), Some("from_file"));
+        assert_eq!(
+            merged.get("DB_USER").map(String::as_str),
+            Some("param_user")
+        );
+        assert_eq!(merged.get("MAX_BATCH").map(String::as_str), Some("9"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_env_file_is_named() {
+        let process = vars(&[(ENV_FILE_VARIABLE, "/nonexistent/healthsync.env")]);
+        let error = gather(&process, None, &mut EnvFileCache::default()).err();
+        assert_eq!(
+            error.map(|e| e.variable),
+            Some(ENV_FILE_VARIABLE.to_owned())
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `(method, path)` to a `Route`. 404 and 405 (with `Allow`) are decided
+//! here and nowhere else; handlers never look at the path again.
+
+use crate::error::ApiError;
+use crate::sync::Entity;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    Password,
+    AccountGet,
+    AccountPatch,
+    AccountDelete,
+    AccountExport,
+    Pull(Entity),
+    Push(Entity),
+    Bulk,
+    SyncStatus,
+    /// Test-only routes: compiled in with the `test-hooks` feature alone.
+    TestPanic,
+    TestEcho,
+}
+
+impl Route {
+    /// A stable name for the log line: never the raw path, which a client
+    /// controls.
+    pub fn name(self) -> String {
+        match self {
+            Route::Health => "GET /health".into(),
+            Route::Register => "POST /auth/register".into(),
+            Route::Login => "POST /auth/login".into(),
+            Route::Refresh => "POST /auth/refresh".into(),
+            Route::Logout => "POST /auth/logout".into(),
+            Route::Password => "POST /auth/password".into(),
+            Route::AccountGet => "GET /account".into(),
+            Route::AccountPatch => "PATCH /account".into(),
+            Route::AccountDelete => "DELETE /account".into(),
+            Route::AccountExport => "GET /account/export".into(),
+            Route::Pull(entity) => format!("GET /{}", entity.slug()),
+            Route::Push(entity) => format!("POST /{}/sync", entity.slug()),
+            Route::Bulk => "POST /sync/bulk".into(),
+            Route::SyncStatus => "GET /sync/status".into(),
+            Route::TestPanic => "GET /__test/panic".into(),
+            Route::TestEcho => "/__test/echo".into(),
+        }
+    }
+}
+
+/// Every method a path answers, and the route for each.
+fn routes_for(path: &str) -> Option<Vec<(&'static str, Route)>> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let table = match segments.as_slice() {
+        ["health"] => vec![("GET", Route::Health)],
+        ["auth", "register"] => vec![("POST", Route::Register)],
+        ["auth", "login"] => vec![("POST", Route::Login)],
+        ["auth", "refresh"] => vec![("POST", Route::Refresh)],
+        ["auth", "logout"] => vec![("POST", Route::Logout)],
+        ["auth", "password"] => vec![("POST", Route::Password)],
+        ["account"] => vec![
+            ("GET", Route::AccountGet),
+            ("PATCH", Route::AccountPatch),
+            ("DELETE", Route::AccountDelete),
+        ],
+        ["account", "export"] => vec![("GET", Route::AccountExport)],
+        ["sync", "bulk"] => vec![("POST", Route::Bulk)],
+        ["sync", "status"] => vec![("GET", Route::SyncStatus)],
+        [slug] => vec![("GET", Route::Pull(Entity::from_slug(slug)?))],
+        [slug, "sync"] => vec![("POST", Route::Push(Entity::from_slug(slug)?))],
+        ["__test", "panic"] if cfg!(feature = "test-hooks") => vec![("GET", Route::TestPanic)],
+        ["__test", "echo"] if cfg!(feature = "test-hooks") => {
+            vec![("GET", Route::TestEcho), ("POST", Route::TestEcho)]
+        }
+        _ => return None,
+    };
+    Some(table)
+}
+
+/// The route for a request, or the 404/405 it gets. `HEAD` is answered
+/// like `GET` by no route: the API has no use for it.
+pub fn parse(method: &str, path: &str) -> Result<Route, ApiError> {
+    let table = routes_for(path).ok_or(ApiError::NotFound)?;
+    if let Some((_, route)) = table.iter().find(|(allowed, _)| *allowed == method) {
+        return Ok(*route);
+    }
+    let allow = match table.iter().map(|(m, _)| *m).collect::<Vec<_>>().as_slice() {
+        ["GET"] => "GET, OPTIONS",
+        ["POST"] => "POST, OPTIONS",
+        ["GET", "POST"] => "GET, POST, OPTIONS",
+        _ => "GET, PATCH, DELETE, OPTIONS",
+    };
+    Err(ApiError::MethodNotAllowed { allow })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: &str, path: &str, expected: Result<Route, u16>) {
+        let got = parse(method, path).map_err(|e| e.status());
+        assert_eq!(got, expected, "{method} {path}");
+    }
+
+    #[test]
+    fn every_contract_route_parses() {
+        check("GET", "/health", Ok(Route::Health));
+        check("POST", "/auth/register", Ok(Route::Register));
+        check("POST", "/auth/login", Ok(Route::Login));
+        check("POST", "/auth/refresh", Ok(Route::Refresh));
+        check("POST", "/auth/logout", Ok(Route::Logout));
+        check("POST", "/auth/password", Ok(Route::Password));
+        check("GET", "/account", Ok(Route::AccountGet));
+        check("PATCH", "/account", Ok(Route::AccountPatch));
+        check("DELETE", "/account", Ok(Route::AccountDelete));
+        check("GET", "/account/export", Ok(Route::AccountExport));
+        check("POST", "/sync/bulk", Ok(Route::Bulk));
+        check("GET", "/sync/status", Ok(Route::SyncStatus));
+        for entity in Entity::ALL {
+            check(
+                "GET",
+                &format!("/{}", entity.slug()),
+                Ok(Route::Pull(entity)),
+            );
+            check(
+                "POST",
+                &format!("/{}/sync", entity.slug()),
+                Ok(Route::Push(entity)),
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        check("GET", "/nope", Err(404));
+        check("GET", "", Err(404));
+        check("GET", "/", Err(404));
+        check("GET", "/health/x", Err(404));
+        check("GET", "/health_metrics", Err(404));
+        check("GET", "/meals/sync/x", Err(404));
+        check("DELETE", "/health", Err(405));
+        check("GET", "/auth/login", Err(405));
+        check("PUT", "/account", Err(405));
+        check("POST", "/meals", Err(405));
+        check("GET", "/meals/sync", Err(405));
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        match parse("DELETE", "/health") {
+            Err(ApiError::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, OPTIONS"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse("POST", "/account") {
+            Err(ApiError::MethodNotAllowed { allow }) => {
+                assert_eq!(allow, "GET, PATCH, DELETE, OPTIONS")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

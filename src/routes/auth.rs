@@ -1,0 +1,390 @@
+//! `/auth/*`: register, login, refresh (with rotation and reuse
+//! detection), logout, password change (contract section 2).
+
+use serde_json::{json, Map, Value};
+
+use crate::app::{ok, Ctx};
+use crate::auth::{password, tokens};
+use crate::error::ApiError;
+use crate::http::{Request, Response};
+use crate::routes::body::{self, Fields};
+use crate::routes::session;
+use crate::store::users::{self, Lock, NewUser};
+use crate::store::{db, tokens as token_rows};
+
+/// A spent refresh token presented again within this many seconds of its
+/// rotation is rotated once more (a response lost on a mobile network must
+/// not log the user out); later, it revokes its family.
+pub const REFRESH_GRACE_SECS: i64 = 30;
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 256;
+pub const EMAIL_MAX_CHARS: usize = 254;
+pub const NAME_MAX_CHARS: usize = 255;
+
+/// Trimmed and lower-cased; at most 254 characters, exactly one `@` with
+/// text on both sides, no white space or control characters.
+pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
+    let email = raw.trim().to_lowercase();
+    if email.chars().count() > EMAIL_MAX_CHARS {
+        return Err("must be at most 254 characters");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    match email.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(email)
+        }
+        _ => Err("must be an email address (one @ with text on both sides)"),
+    }
+}
+
+fn check_password(fields: &mut Fields, field: &str, password: &str) {
+    let length = password.chars().count();
+    if length < PASSWORD_MIN_CHARS {
+        fields.error(
+            field,
+            format!("must be at least {PASSWORD_MIN_CHARS} characters"),
+        );
+    } else if length > PASSWORD_MAX_CHARS {
+        fields.error(
+            field,
+            format!("must be at most {PASSWORD_MAX_CHARS} characters"),
+        );
+    }
+}
+
+pub fn check_name(fields: &mut Fields, raw: &str) -> Option<String> {
+    let name = raw.trim();
+    let length = name.chars().count();
+    if length == 0 {
+        fields.error("name", "must not be empty");
+        return None;
+    }
+    if length > NAME_MAX_CHARS {
+        fields.error(
+            "name",
+            format!("must be at most {NAME_MAX_CHARS} characters"),
+        );
+        return None;
+    }
+    if name.chars().any(char::is_control) {
+        fields.error("name", "must not contain control characters");
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// The email of a body, normalized, when it is there and a string: the
+/// per-email limit counts it before anything else is validated.
+fn body_email(body: &Map<String, Value>) -> Option<String> {
+    body.get("email")
+        .and_then(Value::as_str)
+        .map(|raw| raw.trim().to_lowercase())
+}
+
+fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("token".into(), json!(pair.access));
+    data.insert("refresh_token".into(), json!(pair.refresh));
+    data.insert("expires_in".into(), json!(tokens::ACCESS_TTL_SECS));
+    data
+}
+
+fn store_refresh(
+    conn: &mut impl mysql::prelude::Queryable,
+    user_id: &str,
+    family_id: &str,
+    pair: &tokens::Pair,
+    now: i64,
+) -> Result<(), ApiError> {
+    token_rows::insert(
+        conn,
+        &token_rows::NewToken {
+            user_id,
+            hash: &pair.refresh_hash,
+            family_id,
+            issued_at: now,
+            expires_at: pair.refresh_expires_at,
+        },
+    )
+}
+
+pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    session::limit_address(env, conn, &request.remote_addr)?;
+    let body = body::required_object(request)?;
+    if let Some(email) = body_email(&body) {
+        session::limit_email(env, conn, &email)?;
+    }
+
+    let mut fields = Fields::new();
+    let email = fields
+        .string(&body, "email")
+        .and_then(|raw| match normalize_email(&raw) {
+            Ok(email) => Some(email),
+            Err(problem) => {
+                fields.error("email", problem);
+                None
+            }
+        });
+    let password = fields.string(&body, "password");
+    if let Some(password) = &password {
+        check_password(&mut fields, "password", password);
+    }
+    let name = fields
+        .string(&body, "name")
+        .and_then(|raw| check_name(&mut fields, &raw));
+    fields.finish()?;
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(ApiError::Internal(
+            "validated register fields missing".into(),
+        ));
+    };
+
+    // Hash before the transaction: no lock is held for the time it takes.
+    let password_hash = password::hash(&password)?;
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let now = env.now_millis();
+    let pair = tokens::issue_pair(&env.config.jwt_secret, &user_id, &email, 0, env.now_secs())?;
+    let family_id = uuid::Uuid::new_v4().to_string();
+    db::transaction(conn, |tx| {
+        users::insert(
+            tx,
+            &NewUser {
+                id: &user_id,
+                email: &email,
+                name: &name,
+                password_hash: &password_hash,
+                now,
+            },
+        )?;
+        store_refresh(tx, &user_id, &family_id, &pair, now)
+    })?;
+    *env.user_id.borrow_mut() = Some(user_id.clone());
+    let mut data = token_data(&pair);
+    data.insert(
+        "user".into(),
+        json!({"id": user_id, "email": email, "name": name}),
+    );
+    Ok(ok(201, Value::Object(data)))
+}
+
+pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    session::limit_address(env, conn, &request.remote_addr)?;
+    let body = body::required_object(request)?;
+    if let Some(email) = body_email(&body) {
+        session::limit_email(env, conn, &email)?;
+    }
+    let mut fields = Fields::new();
+    let email = fields.string(&body, "email");
+    let password = fields.string(&body, "password");
+    fields.finish()?;
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::Internal("validated login fields missing".into()));
+    };
+
+    // Unknown email and wrong password: same answer, same work.
+    let user = match normalize_email(&email) {
+        Ok(email) => users::find_by_email(conn, &email)?,
+        Err(_) => None,
+    };
+    let user = match user {
+        Some(user) if password::verify(&password, &user.password_hash) => user,
+        Some(_) => return Err(ApiError::InvalidCredentials),
+        None => {
+            password::verify_dummy(&password);
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    *env.user_id.borrow_mut() = Some(user.id.clone());
+    let now = env.now_millis();
+    let pair = tokens::issue_pair(
+        &env.config.jwt_secret,
+        &user.id,
+        &user.email,
+        user.token_version,
+        env.now_secs(),
+    )?;
+    let family_id = uuid::Uuid::new_v4().to_string();
+    db::transaction(conn, |tx| {
+        token_rows::delete_expired(tx, &user.id, now)?;
+        store_refresh(tx, &user.id, &family_id, &pair, now)
+    })?;
+    let mut data = token_data(&pair);
+    data.insert(
+        "user".into(),
+        json!({"id": user.id, "email": user.email, "name": user.name}),
+    );
+    Ok(ok(200, Value::Object(data)))
+}
+
+enum Refreshed {
+    Rotated(tokens::Pair),
+    /// A spent token came back too late or too often: its family is
+    /// revoked (committed), and the request is refused.
+    Revoked,
+}
+
+pub fn post_refresh(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    let presented = tokens::bearer(request)?;
+    let claims = tokens::verify_refresh(&env.config.jwt_secret, presented)?;
+    *env.user_id.borrow_mut() = Some(claims.user_id.clone());
+    session::limit_address(env, conn, &request.remote_addr)?;
+    // No fields are read, but a body, if any, must still be well formed.
+    body::json_object(request)?;
+
+    let hash = tokens::hash(presented);
+    let now = env.now_millis();
+    let outcome = db::transaction(conn, |tx| {
+        let stored = token_rows::lock(tx, &claims.user_id, &hash)?
+            .ok_or(ApiError::Unauthorized("The refresh token is not valid"))?;
+        if stored.revoked {
+            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
+        }
+        let user = users::find_by_id(tx, &claims.user_id, Lock::None)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
+        if user.token_version != claims.token_version {
+            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
+        }
+        match stored.spent_at {
+            None => token_rows::mark_spent(tx, &claims.user_id, &hash, now)?,
+            Some(spent_at) if !stored.grace_used && now - spent_at <= REFRESH_GRACE_SECS * 1000 => {
+                token_rows::mark_grace_used(tx, &claims.user_id, &hash)?
+            }
+            Some(_) => {
+                token_rows::revoke_family(tx, &claims.user_id, &stored.family_id, now)?;
+                return Ok(Refreshed::Revoked);
+            }
+        }
+        let pair = tokens::issue_pair(
+            &env.config.jwt_secret,
+            &user.id,
+            &user.email,
+            user.token_version,
+            env.now_secs(),
+        )?;
+        store_refresh(tx, &user.id, &stored.family_id, &pair, now)?;
+        Ok(Refreshed::Rotated(pair))
+    })?;
+    match outcome {
+        Refreshed::Rotated(pair) => Ok(ok(200, Value::Object(token_data(&pair)))),
+        Refreshed::Revoked => Err(ApiError::Unauthorized(
+            "The refresh token was already used: every session of this login is revoked",
+        )),
+    }
+}
+
+pub fn post_logout(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    let claims = session::access_claims(env, request)?;
+    session::load_user(conn, &claims, Lock::None)?;
+    session::limit_address(env, conn, &request.remote_addr)?;
+    let body = body::json_object(request)?.unwrap_or_default();
+    let mut fields = Fields::new();
+    let refresh_token = fields.optional_string(&body, "refresh_token");
+    fields.finish()?;
+    let now = env.now_millis();
+    match refresh_token {
+        Some(refresh_token) => {
+            let hash = tokens::hash(&refresh_token);
+            db::transaction(conn, |tx| {
+                let stored = token_rows::lock(tx, &claims.user_id, &hash)?.ok_or_else(|| {
+                    ApiError::field("refresh_token", "is not a refresh token of this account")
+                })?;
+                token_rows::revoke_family(tx, &claims.user_id, &stored.family_id, now)
+            })?;
+            Ok(ok(200, json!({"logged_out": "session"})))
+        }
+        None => {
+            db::transaction(conn, |tx| {
+                users::find_by_id(tx, &claims.user_id, Lock::Update)?;
+                users::bump_token_version(tx, &claims.user_id, now)?;
+                token_rows::delete_all(tx, &claims.user_id)
+            })?;
+            Ok(ok(200, json!({"logged_out": "all"})))
+        }
+    }
+}
+
+pub fn post_password(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    let claims = session::access_claims(env, request)?;
+    let user = session::load_user(conn, &claims, Lock::None)?;
+    session::limit_address(env, conn, &request.remote_addr)?;
+    let body = body::required_object(request)?;
+    let mut fields = Fields::new();
+    let current = fields.string(&body, "current_password");
+    let new = fields.string(&body, "new_password");
+    if let Some(new) = &new {
+        check_password(&mut fields, "new_password", new);
+    }
+    fields.finish()?;
+    let (Some(current), Some(new)) = (current, new) else {
+        return Err(ApiError::Internal(
+            "validated password fields missing".into(),
+        ));
+    };
+    if !password::verify(&current, &user.password_hash) {
+        return Err(ApiError::field(
+            "current_password",
+            "is not the account's password",
+        ));
+    }
+    let new_hash = password::hash(&new)?;
+    let now = env.now_millis();
+    let family_id = uuid::Uuid::new_v4().to_string();
+    let pair = db::transaction(conn, |tx| {
+        // Locked and checked again: a concurrent password change or
+        // logout-everywhere since the read above wins.
+        let locked = session::load_user(tx, &claims, Lock::Update)?;
+        if locked.password_hash != user.password_hash {
+            return Err(ApiError::Unauthorized("The token has been revoked"));
+        }
+        let token_version = users::set_password(tx, &user.id, &new_hash, now)?;
+        token_rows::delete_all(tx, &user.id)?;
+        let pair = tokens::issue_pair(
+            &env.config.jwt_secret,
+            &user.id,
+            &user.email,
+            token_version,
+            env.now_secs(),
+        )?;
+        store_refresh(tx, &user.id, &family_id, &pair, now)?;
+        Ok(pair)
+    })?;
+    Ok(ok(200, Value::Object(token_data(&pair))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_lower_cased_and_checked() {
+        let check = |raw: &str, expected: Result<&str, ()>| {
+            assert_eq!(
+                normalize_email(raw).as_deref().map_err(|_| ()),
+                expected,
+                "{raw:?}"
+            );
+        };
+        check("  Alice@Example.COM ", Ok("alice@example.com"));
+        check("JOSÉ@example.com", Ok("josé@example.com"));
+        check("no-at-sign", Err(()));
+        check("two@@example.com", Err(()));
+        check("a@b@c", Err(()));
+        check("@example.com", Err(()));
+        check("alice@", Err(()));
+        check("ali ce@example.com", Err(()));
+        check("alice@example.com\r\nBcc: x", Err(()));
+        check("alice@example.com\r\n", Ok("alice@example.com"));
+        check("a\r\nb@example.com", Err(()));
+        check(&format!("{}@example.com", "a".repeat(300)), Err(()));
+    }
+}

@@ -1,0 +1,37 @@
+//! `GET /health`: the database answers and the schema is the one this
+//! binary needs; the configured limits, so devices size their batches.
+
+use mysql::prelude::Queryable;
+use serde_json::json;
+
+use crate::app::{ok, Ctx};
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::store::migrate;
+
+pub fn get_health(ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let (conn, env) = ctx.conn()?;
+    let schema_version: Option<Option<u32>> =
+        conn.query_first("SELECT MAX(version) FROM schema_migrations")?;
+    let schema_version = schema_version.flatten().unwrap_or(0);
+    let needed = migrate::latest_version();
+    if schema_version != needed {
+        return Err(ApiError::Unavailable(format!(
+            "schema is at version {schema_version}, this binary needs {needed}: run `healthsync migrate`"
+        )));
+    }
+    Ok(ok(
+        200,
+        json!({
+            "status": "ok",
+            "database": "ok",
+            "schema_version": schema_version,
+            "version": env!("CARGO_PKG_VERSION"),
+            "limits": {
+                "max_body_bytes": env.config.max_body_bytes,
+                "max_batch": env.config.max_batch,
+                "max_record_bytes": env.config.max_record_bytes,
+            },
+        }),
+    ))
+}

@@ -1,0 +1,457 @@
+//! The push engine shared by `POST /<slug>/sync` and `POST /sync/bulk`:
+//! per-record validation (contract section 3), then, inside the caller's
+//! transaction (user row already locked), one locking read of the batch's
+//! rows, the pure merge of `sync/` per record, and one write per chunk.
+
+use std::collections::{HashMap, HashSet};
+
+use mysql::prelude::Queryable;
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::clock;
+use crate::store::records::{self, Write};
+use crate::sync::{self, Entity, Incoming, Outcome, Record, Resolution, Stored};
+
+/// How far ahead of the server clock a device's timestamp may be.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
+/// 2000-01-01T00:00:00Z: anything earlier is a device with a broken clock.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+/// Deepest nesting of a record's `data` (`data` itself is level 1).
+pub const MAX_DATA_DEPTH: usize = 32;
+
+/// One record that passed validation, with where it stood in the body.
+pub struct Valid {
+    pub raw: Value,
+    pub incoming: Incoming,
+    pub data_json: String,
+}
+
+/// A batch after validation: what will be applied, and what was refused.
+pub struct Batch {
+    pub entity: Entity,
+    pub valid: Vec<Valid>,
+    pub errors: Vec<Value>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.valid.len() + self.errors.len()
+    }
+}
+
+fn record_error(id: Option<&Value>, index: usize, code: &str, message: &str) -> Value {
+    let id = match id {
+        Some(Value::String(text)) => Value::String(text.clone()),
+        _ => Value::Null,
+    };
+    json!({"id": id, "index": index, "code": code, "message": message})
+}
+
+/// Validates each record on its own; a bad one goes to `errors` and the
+/// rest still apply. A second occurrence of an id (in any case) is a
+/// `DUPLICATE_ID`.
+pub fn validate(entity: Entity, list: Vec<Value>, config: &Config, now_ms: i64) -> Batch {
+    let mut valid = Vec::with_capacity(list.len());
+    let mut errors = Vec::new();
+    let mut seen: HashSet<String> = HashSet::with_capacity(list.len());
+    for (index, raw) in list.into_iter().enumerate() {
+        match parse_record(&raw, config, now_ms) {
+            Err((code, message)) => {
+                errors.push(record_error(raw.get("id"), index, code, &message));
+            }
+            Ok((incoming, data_json)) => {
+                if !seen.insert(incoming.record.id.clone()) {
+                    errors.push(record_error(
+                        raw.get("id"),
+                        index,
+                        "DUPLICATE_ID",
+                        "this id appears earlier in the batch",
+                    ));
+                    continue;
+                }
+                valid.push(Valid {
+                    raw,
+                    incoming,
+                    data_json,
+                });
+            }
+        }
+    }
+    Batch {
+        entity,
+        valid,
+        errors,
+    }
+}
+
+type Refusal = (&'static str, String);
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    ("VALIDATION_ERROR", message.into())
+}
+
+fn parse_record(raw: &Value, config: &Config, now_ms: i64) -> Result<(Incoming, String), Refusal> {
+    let object = raw
+        .as_object()
+        .ok_or_else(|| invalid("each record must be a JSON object"))?;
+    let id = match object.get("id") {
+        Some(Value::String(id)) => canonical_uuid(id).ok_or_else(|| {
+            invalid(
+                "id must be a UUID: 36 characters, hex digits and hyphens at 8-4-4-4-12, not nil",
+            )
+        })?,
+        None | Some(Value::Null) => return Err(invalid("id is required")),
+        Some(_) => return Err(invalid("id must be a string")),
+    };
+    let data = match object.get("data") {
+        Some(Value::Object(data)) => data,
+        None | Some(Value::Null) => {
+            return Err(invalid("data is required (an object, also on a tombstone)"))
+        }
+        Some(_) => return Err(invalid("data must be a JSON object")),
+    };
+    if value_depth_of_object(data) > MAX_DATA_DEPTH {
+        return Err(invalid(format!(
+            "data is nested deeper than {MAX_DATA_DEPTH} levels"
+        )));
+    }
+    let data_json =
+        serde_json::to_string(data).map_err(|_| invalid("data cannot be serialized"))?;
+    if data_json.len() > config.max_record_bytes {
+        return Err(invalid(format!(
+            "data is {} bytes as compact JSON; the limit is {}",
+            data_json.len(),
+            config.max_record_bytes
+        )));
+    }
+    let updated_at = match object.get("updated_at") {
+        Some(Value::String(text)) => timestamp("updated_at", text, now_ms)?,
+        None | Some(Value::Null) => return Err(invalid("updated_at is required")),
+        Some(_) => return Err(invalid("updated_at must be an RFC 3339 string")),
+    };
+    let deleted_at = match object.get("deleted_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(timestamp("deleted_at", text, now_ms)?),
+        Some(_) => return Err(invalid("deleted_at must be null or an RFC 3339 string")),
+    };
+    let base_version = match object.get("base_version") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(number)) => Some(
+            number
+                .as_u64()
+                .ok_or_else(|| invalid("base_version must be a non-negative integer"))?,
+        ),
+        Some(_) => return Err(invalid("base_version must be a non-negative integer")),
+    };
+    let record = Record {
+        id,
+        data: data.clone(),
+        updated_at,
+        deleted_at,
+    };
+    Ok((
+        Incoming {
+            record,
+            base_version,
+        },
+        data_json,
+    ))
+}
+
+fn timestamp(field: &str, text: &str, now_ms: i64) -> Result<i64, Refusal> {
+    let millis = clock::parse_rfc3339(text).ok_or_else(|| {
+        invalid(format!(
+            "{field} must be RFC 3339 with an offset, e.g. 2024-01-15T10:30:00.123Z"
+        ))
+    })?;
+    if millis > now_ms + MAX_CLOCK_AHEAD_MS {
+        return Err((
+            "CLOCK_SKEW",
+            format!("{field} is more than 5 minutes ahead of the server clock"),
+        ));
+    }
+    if millis < EARLIEST_MS {
+        return Err(("CLOCK_SKEW", format!("{field} is before 2000-01-01")));
+    }
+    Ok(millis)
+}
+
+/// The lower-case form of a UUID written exactly as 8-4-4-4-12 hex digits
+/// (any case). Braced, URN and unhyphenated forms, and the nil UUID, are
+/// refused, so one record never has two spellings.
+pub fn canonical_uuid(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    for (index, byte) in bytes.iter().enumerate() {
+        let hyphen_here = matches!(index, 8 | 13 | 18 | 23);
+        if hyphen_here != (*byte == b'-') {
+            return None;
+        }
+        if !hyphen_here && !byte.is_ascii_hexdigit() {
+            return None;
+        }
+    }
+    let parsed = uuid::Uuid::try_parse(text).ok()?;
+    if parsed.is_nil() {
+        return None;
+    }
+    Some(parsed.hyphenated().to_string())
+}
+
+/// Depth of an object's value tree, the object itself being level 1.
+fn value_depth_of_object(object: &Map<String, Value>) -> usize {
+    1 + object.values().map(value_depth).max().unwrap_or(0)
+}
+
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(object) => value_depth_of_object(object),
+        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// What applying one entity's batch produced, in the contract's shape.
+#[derive(Default)]
+pub struct Applied {
+    pub synced: u64,
+    pub conflicts: u64,
+    pub errors: Vec<Value>,
+    pub conflict_details: Vec<Value>,
+    pub server_updates: Vec<Value>,
+    pub applied: Vec<Value>,
+    /// `(id, version)` of every row this request wrote, to leave out of
+    /// the bulk's page of changes.
+    pub written: HashSet<(String, u64)>,
+}
+
+impl Applied {
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("synced".into(), json!(self.synced));
+        map.insert("conflicts".into(), json!(self.conflicts));
+        map.insert("errors".into(), Value::Array(self.errors.clone()));
+        map.insert(
+            "conflict_details".into(),
+            Value::Array(self.conflict_details.clone()),
+        );
+        map.insert(
+            "server_updates".into(),
+            Value::Array(self.server_updates.clone()),
+        );
+        map.insert("applied".into(), Value::Array(self.applied.clone()));
+        map
+    }
+}
+
+/// Applies a validated batch inside the caller's transaction. `counter` is
+/// the user's change counter, advanced by one per row written, in body
+/// order. `received_at` is this request's server receive time.
+pub fn apply(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    batch: &Batch,
+    counter: &mut u64,
+    received_at: i64,
+) -> Result<Applied, ApiError> {
+    let entity = batch.entity;
+    let mut result = Applied {
+        errors: batch.errors.clone(),
+        ..Applied::default()
+    };
+    if batch.valid.is_empty() {
+        return Ok(result);
+    }
+    let ids: Vec<&str> = batch
+        .valid
+        .iter()
+        .map(|v| v.incoming.record.id.as_str())
+        .collect();
+    let mut stored: HashMap<String, Stored> = records::lock_existing(conn, user_id, entity, &ids)?;
+    let mut pending: Vec<(Record, String, u64)> = Vec::new();
+
+    for valid in &batch.valid {
+        let incoming = &valid.incoming;
+        let id = incoming.record.id.clone();
+        let current = stored.get(&id);
+        let outcome = sync::decide(entity, incoming, current);
+        match outcome {
+            Outcome::Insert | Outcome::Update => {
+                let version = next_version(counter);
+                pending.push((incoming.record.clone(), valid.data_json.clone(), version));
+                result.synced += 1;
+                result.applied.push(json!({"id": id, "version": version}));
+                stored.insert(
+                    id,
+                    Stored {
+                        record: incoming.record.clone(),
+                        version,
+                    },
+                );
+            }
+            Outcome::Retry => {
+                let version = current.map_or(0, |s| s.version);
+                result.synced += 1;
+                result.applied.push(json!({"id": id, "version": version}));
+            }
+            Outcome::Conflict { resolution, store } => {
+                let Some(met) = current.cloned() else {
+                    return Err(ApiError::Internal(
+                        "conflict without a stored record".into(),
+                    ));
+                };
+                result.conflicts += 1;
+                let now_held = match store {
+                    Some(record) => {
+                        let version = next_version(counter);
+                        let data_json = serde_json::to_string(&record.data)
+                            .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
+                        pending.push((record.clone(), data_json, version));
+                        if resolution == Resolution::ClientWins {
+                            result.applied.push(json!({"id": id, "version": version}));
+                        }
+                        let held = Stored { record, version };
+                        stored.insert(id.clone(), held.clone());
+                        held
+                    }
+                    None => met.clone(),
+                };
+                result
+                    .server_updates
+                    .push(records::wire(&now_held.record, now_held.version));
+                result
+                    .conflict_details
+                    .push(conflict_detail(entity, &id, valid, &met, resolution));
+            }
+            Outcome::KeepBoth { derived_id } => {
+                let Some(met) = current.cloned() else {
+                    return Err(ApiError::Internal(
+                        "kept-both without a stored record".into(),
+                    ));
+                };
+                result.conflicts += 1;
+                if !stored.contains_key(&derived_id) {
+                    let found =
+                        records::lock_existing(conn, user_id, entity, &[derived_id.as_str()])?;
+                    stored.extend(found);
+                }
+                let mut copy = incoming.record.clone();
+                copy.id = derived_id.clone();
+                let derived_held = match sync::decide_derived(&copy, stored.get(&derived_id)) {
+                    Outcome::Insert | Outcome::Update => {
+                        let version = next_version(counter);
+                        pending.push((copy.clone(), valid.data_json.clone(), version));
+                        let held = Stored {
+                            record: copy,
+                            version,
+                        };
+                        stored.insert(derived_id.clone(), held.clone());
+                        held
+                    }
+                    _ => match stored.get(&derived_id) {
+                        Some(held) => held.clone(),
+                        None => return Err(ApiError::Internal("derived meal vanished".into())),
+                    },
+                };
+                result
+                    .server_updates
+                    .push(records::wire(&met.record, met.version));
+                result
+                    .server_updates
+                    .push(records::wire(&derived_held.record, derived_held.version));
+                result.conflict_details.push(conflict_detail(
+                    entity,
+                    &id,
+                    valid,
+                    &met,
+                    Resolution::KeptBoth,
+                ));
+            }
+        }
+    }
+
+    let writes: Vec<Write> = pending
+        .iter()
+        .map(|(record, data_json, version)| Write {
+            record,
+            data_json: data_json.clone(),
+            version: *version,
+        })
+        .collect();
+    if !writes.is_empty() {
+        records::write_batch(conn, user_id, entity, &writes, received_at)?;
+    }
+    result.written = pending
+        .iter()
+        .map(|(record, _, version)| (record.id.clone(), *version))
+        .collect();
+    Ok(result)
+}
+
+fn next_version(counter: &mut u64) -> u64 {
+    *counter += 1;
+    *counter
+}
+
+fn conflict_detail(
+    entity: Entity,
+    id: &str,
+    valid: &Valid,
+    met: &Stored,
+    resolution: Resolution,
+) -> Value {
+    json!({
+        "entity_id": id,
+        "entity_type": entity.bulk_key(),
+        "client_version": valid.raw,
+        "server_version": records::wire(&met.record, met.version),
+        "resolution": resolution.as_str(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_uuid_form_is_accepted() {
+        let check = |text: &str, expected: Option<&str>| {
+            assert_eq!(canonical_uuid(text).as_deref(), expected, "{text}");
+        };
+        check(
+            "3F2B8C1E-1234-4ABC-8DEF-0123456789AB",
+            Some("3f2b8c1e-1234-4abc-8def-0123456789ab"),
+        );
+        check(
+            "3f2b8c1e-1234-4abc-8def-0123456789ab",
+            Some("3f2b8c1e-1234-4abc-8def-0123456789ab"),
+        );
+        check("00000000-0000-0000-0000-000000000000", None);
+        check("3f2b8c1e12344abc8def0123456789ab", None);
+        check("{3f2b8c1e-1234-4abc-8def-0123456789ab}", None);
+        check("urn:uuid:3f2b8c1e-1234-4abc-8def-0123456789ab", None);
+        check("3f2b8c1e-1234-4abc-8def-0123456789ag", None);
+        check("3f2b8c1e-12344-abc-8def-0123456789ab", None);
+        check("", None);
+    }
+
+    #[test]
+    fn depth_counts_data_as_level_one() {
+        let nested = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 1..levels {
+                value = json!({ "a": value });
+            }
+            json!({ "a": value })
+        };
+        let depth = |value: &Value| value.as_object().map(value_depth_of_object).unwrap_or(0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1]})), 2);
+        assert_eq!(depth(&nested(32)), 32);
+        assert_eq!(depth(&nested(33)), 33);
+    }
+}

@@ -1,0 +1,123 @@
+//! Conversions between the binary's timestamps (UTC milliseconds since the
+//! Unix epoch, `i64`) and MySQL `DATETIME(3)` values, and RFC 3339 text for
+//! the wire. One place, so every table and response agrees to the
+//! millisecond.
+
+use mysql::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// A `DATETIME(3)` parameter for a UTC millisecond timestamp. Out-of-range
+/// values (never produced by validated input) become the epoch.
+pub fn to_sql(millis: i64) -> Value {
+    let moment = from_millis(millis);
+    Value::Date(
+        u16::try_from(moment.year()).unwrap_or(1970),
+        u8::from(moment.month()),
+        moment.day(),
+        moment.hour(),
+        moment.minute(),
+        moment.second(),
+        moment.millisecond() as u32 * 1000,
+    )
+}
+
+/// A `DATETIME(3)` column as UTC milliseconds. `None` for NULL or a value
+/// that is not a date.
+pub fn from_sql(value: &Value) -> Option<i64> {
+    match value {
+        Value::Date(year, month, day, hour, minute, second, micros) => {
+            let date =
+                Date::from_calendar_date(i32::from(*year), Month::try_from(*month).ok()?, *day)
+                    .ok()?;
+            let time = Time::from_hms_micro(*hour, *minute, *second, *micros).ok()?;
+            let moment = PrimitiveDateTime::new(date, time).assume_utc();
+            Some(to_millis(moment))
+        }
+        Value::Bytes(bytes) => {
+            // Text protocol: "YYYY-MM-DD HH:MM:SS.fff".
+            let text = std::str::from_utf8(bytes).ok()?;
+            let iso = format!("{}Z", text.replacen(' ', "T", 1));
+            OffsetDateTime::parse(&iso, &Rfc3339).ok().map(to_millis)
+        }
+        _ => None,
+    }
+}
+
+pub fn to_millis(moment: OffsetDateTime) -> i64 {
+    i64::try_from(moment.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+pub fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// RFC 3339 in UTC with exactly three fractional digits, e.g.
+/// `2024-01-15T10:30:00.123Z`: every response spells a time one way.
+pub fn to_rfc3339(millis: i64) -> String {
+    let moment = from_millis(millis);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        moment.year(),
+        u8::from(moment.month()),
+        moment.day(),
+        moment.hour(),
+        moment.minute(),
+        moment.second(),
+        moment.millisecond()
+    )
+}
+
+/// Parses RFC 3339 with a required offset. Precision beyond milliseconds is
+/// truncated (the storage keeps milliseconds).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let moment = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    Some(to_millis(moment.to_offset(UtcOffset::UTC)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_keep_milliseconds() {
+        for text in [
+            "2024-01-15T10:30:00.123Z",
+            "2000-01-01T00:00:00.000Z",
+            "2099-12-31T23:59:59.999Z",
+        ] {
+            let millis = parse_rfc3339(text).unwrap_or(-1);
+            assert_eq!(to_rfc3339(millis), text);
+            assert_eq!(from_sql(&to_sql(millis)), Some(millis), "{text}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_required_and_applied() {
+        assert_eq!(parse_rfc3339("2024-01-15T10:30:00"), None);
+        assert_eq!(
+            parse_rfc3339("2024-01-15T12:30:00.5+02:00")
+                .map(to_rfc3339)
+                .as_deref(),
+            Some("2024-01-15T10:30:00.500Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2024-01-15T10:30:00.123999Z")
+                .map(to_rfc3339)
+                .as_deref(),
+            Some("2024-01-15T10:30:00.123Z")
+        );
+        assert_eq!(parse_rfc3339("not a date"), None);
+    }
+
+    #[test]
+    fn text_protocol_dates_parse() {
+        let value = Value::Bytes(b"2024-01-15 10:30:00.123".to_vec());
+        assert_eq!(
+            from_sql(&value).map(to_rfc3339).as_deref(),
+            Some("2024-01-15T10:30:00.123Z")
+        );
+        assert_eq!(from_sql(&Value::NULL), None);
+    }
+}

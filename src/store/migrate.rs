@@ -1,0 +1,255 @@
+//! Forward-only schema migrations: `sql/NNNN_name.sql`, embedded in the
+//! binary, applied in order by `healthsync migrate` (never per request:
+//! every CGI request is a cold start) and checksummed in
+//! `schema_migrations`, so an edited migration is refused, not re-run.
+
+use mysql::prelude::Queryable;
+use mysql::Conn;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. A new one is appended, never edited.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../sql/0001_initial.sql"),
+}];
+
+/// The schema version this binary needs.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    pub fn label(&self) -> String {
+        format!("{:04}_{}", self.version, self.name)
+    }
+}
+
+const CREATE_TABLE: &str = r"CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INT UNSIGNED NOT NULL,
+    name        VARCHAR(200) CHARACTER SET ascii NOT NULL,
+    checksum    CHAR(64)     CHARACTER SET ascii NOT NULL,
+    applied_at  DATETIME(3)  NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE=InnoDB";
+
+/// What `schema_migrations` holds: `(version, checksum)` in order.
+pub fn applied(conn: &mut Conn) -> Result<Vec<(u32, String)>, ApiError> {
+    Ok(conn.query("SELECT version, checksum FROM schema_migrations ORDER BY version")?)
+}
+
+/// The state of the schema against this binary's migrations.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SchemaState {
+    Current(u32),
+    Behind {
+        database: u32,
+        binary: u32,
+    },
+    /// Migrations the binary does not know: it is older than the schema.
+    Ahead {
+        database: u32,
+        binary: u32,
+    },
+    /// An applied migration whose text differs from the binary's.
+    Edited(String),
+    Empty,
+}
+
+pub fn state(conn: &mut Conn) -> Result<SchemaState, ApiError> {
+    let exists: Option<u8> = conn.query_first(
+        "SELECT 1 FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
+    )?;
+    if exists.is_none() {
+        return Ok(SchemaState::Empty);
+    }
+    let applied = applied(conn)?;
+    Ok(compare(&applied))
+}
+
+fn compare(applied: &[(u32, String)]) -> SchemaState {
+    for (version, checksum) in applied {
+        if let Some(migration) = MIGRATIONS.iter().find(|m| m.version == *version) {
+            if migration.checksum() != *checksum {
+                return SchemaState::Edited(migration.label());
+            }
+        }
+    }
+    let database = applied.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    let binary = latest_version();
+    match database {
+        0 => SchemaState::Empty,
+        d if d == binary => SchemaState::Current(d),
+        d if d < binary => SchemaState::Behind {
+            database: d,
+            binary,
+        },
+        d => SchemaState::Ahead {
+            database: d,
+            binary,
+        },
+    }
+}
+
+/// Applies every pending migration, printing one line for each through
+/// `progress`. Refuses to run when an applied migration was edited.
+/// Serialized across processes by a named lock, so two deploys racing do
+/// not both apply the same migration.
+pub fn migrate(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32, String> {
+    let db = |e: ApiError| format!("{}", e.internal_cause().unwrap_or(e.code()));
+    conn.query_drop(CREATE_TABLE)
+        .map_err(|e| format!("cannot create schema_migrations: {e}"))?;
+    let locked: Option<Option<i64>> = conn
+        .query_first("SELECT GET_LOCK('healthsync_migrate', 30)")
+        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    if locked.flatten() != Some(1) {
+        return Err("another migration is running (lock healthsync_migrate held for 30 s)".into());
+    }
+    let result = apply_pending(conn, progress).map_err(|e| match e {
+        Failure::Db(error) => db(error),
+        Failure::Refused(message) => message,
+    });
+    let _ = conn.query_drop("DO RELEASE_LOCK('healthsync_migrate')");
+    result
+}
+
+enum Failure {
+    Db(ApiError),
+    Refused(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Failure {
+        Failure::Db(error)
+    }
+}
+
+fn apply_pending(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32, Failure> {
+    let applied = applied(conn)?;
+    match compare(&applied) {
+        SchemaState::Edited(label) => {
+            return Err(Failure::Refused(format!(
+                "migration {label} was changed after it was applied (checksum differs); \
+                 migrations are forward-only: restore it and add a new one"
+            )))
+        }
+        SchemaState::Ahead { database, binary } => {
+            return Err(Failure::Refused(format!(
+                "the database schema is at version {database}, newer than this binary's {binary}: \
+                 deploy the newer binary"
+            )))
+        }
+        _ => {}
+    }
+    let mut count = 0;
+    for migration in MIGRATIONS {
+        if applied
+            .iter()
+            .any(|(version, _)| *version == migration.version)
+        {
+            continue;
+        }
+        progress(&format!("applying {} ...", migration.label()));
+        let started = std::time::Instant::now();
+        // DDL commits implicitly in MySQL, so a migration is not atomic:
+        // statements run one by one and a failure names the statement.
+        for (index, statement) in statements(migration.sql).iter().enumerate() {
+            conn.query_drop(statement).map_err(|e| {
+                Failure::Refused(format!(
+                    "{} statement {} failed: {e}",
+                    migration.label(),
+                    index + 1
+                ))
+            })?;
+        }
+        conn.exec_drop(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
+             VALUES (?, ?, ?, UTC_TIMESTAMP(3))",
+            (migration.version, migration.name, migration.checksum()),
+        )
+        .map_err(ApiError::from)?;
+        progress(&format!(
+            "applied  {} in {} ms",
+            migration.label(),
+            started.elapsed().as_millis()
+        ));
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Splits a migration into statements: on `;` at the end of a line, with
+/// `--` comment lines dropped. Migrations are written to that rule.
+pub fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').trim().to_owned();
+            if !statement.is_empty() {
+                out.push(statement);
+            }
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_without_gaps() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                migration.version as usize,
+                index + 1,
+                "{}",
+                migration.label()
+            );
+        }
+    }
+
+    #[test]
+    fn the_initial_migration_splits_into_its_tables() {
+        let statements = statements(MIGRATIONS[0].sql);
+        assert!(
+            statements.iter().all(|s| s.starts_with("CREATE TABLE")),
+            "{statements:?}"
+        );
+        assert_eq!(statements.len(), 10);
+    }
+
+    #[test]
+    fn edited_migrations_are_detected() {
+        let good = vec![(1, MIGRATIONS[0].checksum())];
+        assert_eq!(compare(&good), SchemaState::Current(1));
+        let edited = vec![(1, "0".repeat(64))];
+        assert_eq!(compare(&edited), SchemaState::Edited("0001_initial".into()));
+        assert_eq!(compare(&[]), SchemaState::Empty);
+    }
+}

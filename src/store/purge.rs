@@ -1,0 +1,107 @@
+//! Tombstone purge (`healthsync purge`): deletes tombstones received more
+//! than `TOMBSTONE_DAYS` ago and records, per user, the newest version and
+//! receive time purged, so a cursor older than that gets 410
+//! `RESET_REQUIRED` instead of silently missing a deletion.
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Value};
+
+use crate::error::ApiError;
+use crate::store::{clock, db};
+use crate::sync::Entity;
+
+/// Users handled per listing query.
+const USERS_PER_PAGE: usize = 500;
+/// Rows deleted per statement, so no transaction grows large.
+const ROWS_PER_DELETE: usize = 5000;
+
+#[derive(Default, Debug)]
+pub struct Totals {
+    pub users_seen: u64,
+    pub users_purged: u64,
+    pub tombstones: u64,
+}
+
+/// Purges every user's old tombstones, calling `progress` after each page
+/// of users.
+pub fn purge(
+    conn: &mut Conn,
+    cutoff: i64,
+    progress: &mut dyn FnMut(&Totals),
+) -> Result<Totals, ApiError> {
+    let mut totals = Totals::default();
+    let mut after = String::new();
+    loop {
+        let ids: Vec<String> = conn.exec(
+            "SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?",
+            (&after, USERS_PER_PAGE as u64),
+        )?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        for user_id in &ids {
+            let purged = purge_user(conn, user_id, cutoff)?;
+            totals.users_seen += 1;
+            if purged > 0 {
+                totals.users_purged += 1;
+                totals.tombstones += purged;
+            }
+        }
+        progress(&totals);
+        after = last;
+    }
+    Ok(totals)
+}
+
+/// One user, in transactions that lock the user row first like every
+/// writer, so a purge never races a push of the same user.
+fn purge_user(conn: &mut Conn, user_id: &str, cutoff: i64) -> Result<u64, ApiError> {
+    let mut purged = 0u64;
+    for entity in Entity::ALL {
+        loop {
+            let deleted = db::transaction(conn, |tx| {
+                let _: Option<u8> =
+                    tx.exec_first("SELECT 1 FROM users WHERE id = ? FOR UPDATE", (user_id,))?;
+                let newest: Option<(Option<u64>, Value)> = tx.exec_first(
+                    format!(
+                        "SELECT MAX(version), MAX(server_updated_at) FROM (SELECT version, server_updated_at \
+                         FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND server_updated_at < ? \
+                         ORDER BY version LIMIT {ROWS_PER_DELETE}) AS oldest",
+                        entity.table()
+                    ),
+                    (user_id, clock::to_sql(cutoff)),
+                )?;
+                let Some((Some(max_version), max_received)) = newest else {
+                    return Ok(0);
+                };
+                let result = tx.exec_iter(
+                    format!(
+                        "DELETE FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND version <= ? \
+                         AND server_updated_at < ?",
+                        entity.table()
+                    ),
+                    (user_id, max_version, clock::to_sql(cutoff)),
+                )?;
+                let deleted = result.affected_rows();
+                drop(result);
+                tx.exec_drop(
+                    r"UPDATE users SET purged_version = GREATEST(purged_version, ?),
+                          purged_before = GREATEST(COALESCE(purged_before, ?), ?)
+                      WHERE id = ?",
+                    (
+                        max_version,
+                        max_received.clone(),
+                        max_received.clone(),
+                        user_id,
+                    ),
+                )?;
+                Ok(deleted)
+            })?;
+            purged += deleted;
+            if deleted < ROWS_PER_DELETE as u64 {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}

@@ -1,0 +1,127 @@
+//! The `refresh_tokens` table: refresh tokens stored only as SHA-256
+//! hashes, grouped in families (one login's chain of rotations).
+
+use mysql::prelude::Queryable;
+use mysql::{params, Row, Value};
+
+use crate::error::ApiError;
+use crate::store::clock;
+
+pub struct NewToken<'a> {
+    pub user_id: &'a str,
+    pub hash: &'a [u8; 32],
+    pub family_id: &'a str,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+pub fn insert(conn: &mut impl Queryable, token: &NewToken) -> Result<(), ApiError> {
+    conn.exec_drop(
+        r"INSERT INTO refresh_tokens (user_id, token_hash, family_id, issued_at, expires_at)
+          VALUES (:user_id, :hash, :family, :issued, :expires)",
+        params! {
+            "user_id" => token.user_id,
+            "hash" => &token.hash[..],
+            "family" => token.family_id,
+            "issued" => clock::to_sql(token.issued_at),
+            "expires" => clock::to_sql(token.expires_at),
+        },
+    )?;
+    Ok(())
+}
+
+/// A stored refresh token, as a refresh needs it.
+pub struct Stored {
+    pub family_id: String,
+    pub spent_at: Option<i64>,
+    pub grace_used: bool,
+    pub revoked: bool,
+}
+
+/// Reads and locks one token row: concurrent refreshes with one token are
+/// serialized here, and each sees what the one before it did.
+pub fn lock(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    hash: &[u8; 32],
+) -> Result<Option<Stored>, ApiError> {
+    let row: Option<Row> = conn.exec_first(
+        r"SELECT family_id, spent_at, grace_used, revoked_at IS NOT NULL
+          FROM refresh_tokens WHERE user_id = ? AND token_hash = ? FOR UPDATE",
+        (user_id, &hash[..]),
+    )?;
+    let Some(mut row) = row else { return Ok(None) };
+    let family_id: String = row
+        .take_opt(0)
+        .and_then(Result::ok)
+        .ok_or_else(|| ApiError::Internal("refresh_tokens.family_id unreadable".into()))?;
+    let spent_at = row
+        .take_opt::<Value, _>(1)
+        .and_then(Result::ok)
+        .and_then(|v| clock::from_sql(&v));
+    let grace_used = row.take_opt::<u8, _>(2).and_then(Result::ok).unwrap_or(0) != 0;
+    let revoked = row.take_opt::<u8, _>(3).and_then(Result::ok).unwrap_or(1) != 0;
+    Ok(Some(Stored {
+        family_id,
+        spent_at,
+        grace_used,
+        revoked,
+    }))
+}
+
+pub fn mark_spent(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    hash: &[u8; 32],
+    now: i64,
+) -> Result<(), ApiError> {
+    conn.exec_drop(
+        "UPDATE refresh_tokens SET spent_at = ? WHERE user_id = ? AND token_hash = ?",
+        (clock::to_sql(now), user_id, &hash[..]),
+    )?;
+    Ok(())
+}
+
+pub fn mark_grace_used(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    hash: &[u8; 32],
+) -> Result<(), ApiError> {
+    conn.exec_drop(
+        "UPDATE refresh_tokens SET grace_used = TRUE WHERE user_id = ? AND token_hash = ?",
+        (user_id, &hash[..]),
+    )?;
+    Ok(())
+}
+
+pub fn revoke_family(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    family_id: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    conn.exec_drop(
+        r"UPDATE refresh_tokens SET revoked_at = ?
+          WHERE user_id = ? AND family_id = ? AND revoked_at IS NULL",
+        (clock::to_sql(now), user_id, family_id),
+    )?;
+    Ok(())
+}
+
+/// Deletes every refresh token of the user (logout everywhere, password
+/// change): the bumped token version refuses them anyway, and nothing is
+/// kept that is not needed.
+pub fn delete_all(conn: &mut impl Queryable, user_id: &str) -> Result<(), ApiError> {
+    conn.exec_drop("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))?;
+    Ok(())
+}
+
+/// Deletes the user's expired tokens; called on login so the table does
+/// not grow without a cron job.
+pub fn delete_expired(conn: &mut impl Queryable, user_id: &str, now: i64) -> Result<(), ApiError> {
+    conn.exec_drop(
+        "DELETE FROM refresh_tokens WHERE user_id = ? AND expires_at < ?",
+        (user_id, clock::to_sql(now)),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The `users` table: accounts, the per-user change counter and token
+//! version, and erasure of everything a user owns.
+
+use mysql::prelude::Queryable;
+use mysql::{params, Row, Value};
+
+use crate::error::ApiError;
+use crate::store::clock;
+use crate::sync::Entity;
+
+/// What a request needs of its user, read once (and locked for writes).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub token_version: u32,
+    pub sync_enabled: bool,
+    pub change_counter: u64,
+    pub last_write_at: Option<i64>,
+    pub last_sync_at: Option<i64>,
+    pub purged_version: u64,
+    pub purged_before: Option<i64>,
+}
+
+const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabled, \
+     change_counter, last_write_at, last_sync_at, purged_version, purged_before";
+
+fn from_row(mut row: Row) -> Result<User, ApiError> {
+    let take_string = |row: &mut Row, index: usize| -> Result<String, ApiError> {
+        row.take_opt::<String, _>(index)
+            .and_then(Result::ok)
+            .ok_or_else(|| ApiError::Internal(format!("users column {index} unreadable")))
+    };
+    let take_u64 = |row: &mut Row, index: usize| -> Result<u64, ApiError> {
+        row.take_opt::<u64, _>(index)
+            .and_then(Result::ok)
+            .ok_or_else(|| ApiError::Internal(format!("users column {index} unreadable")))
+    };
+    let take_time = |row: &mut Row, index: usize| -> Option<i64> {
+        row.take_opt::<Value, _>(index)
+            .and_then(Result::ok)
+            .and_then(|v| clock::from_sql(&v))
+    };
+    Ok(User {
+        id: take_string(&mut row, 0)?,
+        email: take_string(&mut row, 1)?,
+        name: take_string(&mut row, 2)?,
+        password_hash: take_string(&mut row, 3)?,
+        token_version: u32::try_from(take_u64(&mut row, 4)?).unwrap_or(u32::MAX),
+        sync_enabled: take_u64(&mut row, 5)? != 0,
+        change_counter: take_u64(&mut row, 6)?,
+        last_write_at: take_time(&mut row, 7),
+        last_sync_at: take_time(&mut row, 8),
+        purged_version: take_u64(&mut row, 9)?,
+        purged_before: take_time(&mut row, 10),
+    })
+}
+
+/// How a read of the user row locks it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    None,
+    /// Waits for the user's writers to commit; taken by readers that must
+    /// see a stable clock (`since` cursors, bulk).
+    Share,
+    /// Serializes the user's writers: taken first by every writing request.
+    Update,
+}
+
+pub fn find_by_id(
+    conn: &mut impl Queryable,
+    id: &str,
+    lock: Lock,
+) -> Result<Option<User>, ApiError> {
+    let suffix = match lock {
+        Lock::None => "",
+        Lock::Share => " LOCK IN SHARE MODE",
+        Lock::Update => " FOR UPDATE",
+    };
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}");
+    let row: Option<Row> = conn.exec_first(sql, (id,))?;
+    row.map(from_row).transpose()
+}
+
+pub fn find_by_email(conn: &mut impl Queryable, email: &str) -> Result<Option<User>, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = ?");
+    let row: Option<Row> = conn.exec_first(sql, (email,))?;
+    row.map(from_row).transpose()
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: &'a str,
+    pub now: i64,
+}
+
+/// Inserts a user; `Err(EmailTaken)` when the normalized email exists.
+pub fn insert(conn: &mut impl Queryable, user: &NewUser) -> Result<(), ApiError> {
+    let result = conn.exec_drop(
+        r"INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
+          VALUES (:id, :email, :name, :hash, :now, :now)",
+        params! {
+            "id" => user.id,
+            "email" => user.email,
+            "name" => user.name,
+            "hash" => user.password_hash,
+            "now" => clock::to_sql(user.now),
+        },
+    );
+    match result {
+        Ok(()) => Ok(()),
+        Err(mysql::Error::MySqlError(e)) if e.code == 1062 => Err(ApiError::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn set_password(
+    conn: &mut impl Queryable,
+    id: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<u32, ApiError> {
+    conn.exec_drop(
+        r"UPDATE users SET password_hash = ?, token_version = token_version + 1, updated_at = ?
+          WHERE id = ?",
+        (password_hash, clock::to_sql(now), id),
+    )?;
+    current_token_version(conn, id)
+}
+
+/// Refuses every token issued so far (logout everywhere).
+pub fn bump_token_version(conn: &mut impl Queryable, id: &str, now: i64) -> Result<u32, ApiError> {
+    conn.exec_drop(
+        "UPDATE users SET token_version = token_version + 1, updated_at = ? WHERE id = ?",
+        (clock::to_sql(now), id),
+    )?;
+    current_token_version(conn, id)
+}
+
+fn current_token_version(conn: &mut impl Queryable, id: &str) -> Result<u32, ApiError> {
+    let version: Option<u32> =
+        conn.exec_first("SELECT token_version FROM users WHERE id = ?", (id,))?;
+    version.ok_or_else(|| ApiError::Unauthorized("The account no longer exists"))
+}
+
+pub fn update_profile(
+    conn: &mut impl Queryable,
+    id: &str,
+    name: Option<&str>,
+    sync_enabled: Option<bool>,
+    now: i64,
+) -> Result<(), ApiError> {
+    conn.exec_drop(
+        r"UPDATE users SET name = COALESCE(:name, name),
+              sync_enabled = COALESCE(:sync_enabled, sync_enabled), updated_at = :now
+          WHERE id = :id",
+        params! {
+            "name" => name,
+            "sync_enabled" => sync_enabled,
+            "now" => clock::to_sql(now),
+            "id" => id,
+        },
+    )?;
+    Ok(())
+}
+
+/// Tables whose rows belong to one user, keyed by `user_id`. Erasure walks
+/// this list; a test checks it against every table with a `user_id` column.
+pub fn owned_tables() -> Vec<&'static str> {
+    let mut tables: Vec<&'static str> = Entity::ALL.iter().map(|e| e.table()).collect();
+    tables.extend(["refresh_tokens", "sync_status"]);
+    tables
+}
+
+/// Erases the user and everything they own. Runs inside the caller's
+/// transaction, which holds the user's row lock.
+pub fn erase(conn: &mut impl Queryable, user: &User, email_bucket: &[u8]) -> Result<(), ApiError> {
+    for table in owned_tables() {
+        conn.exec_drop(
+            format!("DELETE FROM {table} WHERE user_id = ?"),
+            (&user.id,),
+        )?;
+    }
+    let user_bucket = format!("u:{}", user.id).into_bytes();
+    conn.exec_drop(
+        "DELETE FROM rate_limits WHERE bucket IN (?, ?)",
+        (user_bucket, email_bucket),
+    )?;
+    conn.exec_drop("DELETE FROM users WHERE id = ?", (&user.id,))?;
+    Ok(())
+}
