@@ -179,12 +179,10 @@ pub fn finalize(
     request_id: &str,
     rate_limit: Option<RateLimitState>,
 ) {
-    if !response.body.is_empty() || response.header("Content-Type").is_some() {
-        if response.header("Content-Type").is_none() {
-            response
-                .headers
-                .push(("Content-Type", "application/json; charset=utf-8".into()));
-        }
+    if !response.body.is_empty() && response.header("Content-Type").is_none() {
+        response
+            .headers
+            .push(("Content-Type", "application/json; charset=utf-8".into()));
     }
     response.headers.push(("Cache-Control", "no-store".into()));
     response

@@ -129,7 +129,7 @@ fn run_check() -> ExitCode {
             config
         }
         Err(problem) => {
-            report("FAIL", format!("{problem}"));
+            report("FAIL", problem);
             println!("\n1 problem stops the other checks: fix it and run `healthsync check` again");
             return ExitCode::from(1);
         }

@@ -327,8 +327,10 @@ fn parse_bool(variable: &str, value: Option<&str>, default: bool) -> Result<bool
 /// FastCGI process does not parse it on every request.
 #[derive(Default)]
 pub struct EnvFileCache {
-    loaded: Option<(PathBuf, Option<SystemTime>, Vec<(String, String)>)>,
+    loaded: Option<LoadedEnvFile>,
 }
+
+type LoadedEnvFile = (PathBuf, Option<SystemTime>, Vec<(String, String)>);
 
 impl EnvFileCache {
     pub fn load(&mut self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {

@@ -266,7 +266,7 @@ pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
 /// Decodes `%XX` escapes (and `+` as a space in queries). `None` when the
 /// result is not UTF-8. A `%` not followed by two hex digits stays as is.
 fn percent_decode(input: &str, plus_is_space: bool) -> Option<String> {
-    if !input.contains('%') && !(plus_is_space && input.contains('+')) {
+    if !input.contains('%') && (!plus_is_space || !input.contains('+')) {
         return Some(input.to_owned());
     }
     let bytes = input.as_bytes();

@@ -202,7 +202,10 @@ pub fn canonical_uuid(text: &str) -> Option<String> {
     Some(parsed.hyphenated().to_string())
 }
 
-/// Depth of an object's value tree, the object itself being level 1.
+/// Depth of an object's value tree, counted as MySQL's and MariaDB's
+/// `JSON_DEPTH` counts it: the object is level 1, and a member (scalar or
+/// not) is one level deeper than its container. MariaDB refuses to store
+/// JSON deeper than 32 by this count, so the check must match it.
 fn value_depth_of_object(object: &Map<String, Value>) -> usize {
     1 + object.values().map(value_depth).max().unwrap_or(0)
 }
@@ -211,7 +214,7 @@ fn value_depth(value: &Value) -> usize {
     match value {
         Value::Object(object) => value_depth_of_object(object),
         Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
-        _ => 0,
+        _ => 1,
     }
 }
 
@@ -450,8 +453,11 @@ mod tests {
         };
         let depth = |value: &Value| value.as_object().map(value_depth_of_object).unwrap_or(0);
         assert_eq!(depth(&json!({})), 1);
-        assert_eq!(depth(&json!({"a": [1]})), 2);
-        assert_eq!(depth(&nested(32)), 32);
-        assert_eq!(depth(&nested(33)), 33);
+        assert_eq!(depth(&json!({"a": 1})), 2);
+        assert_eq!(depth(&json!({"a": []})), 2);
+        assert_eq!(depth(&json!({"a": [1]})), 3);
+        // `nested(n)` is n objects around a scalar.
+        assert_eq!(depth(&nested(31)), 32);
+        assert_eq!(depth(&nested(32)), 33);
     }
 }

@@ -52,18 +52,17 @@ pub fn parse_limit(text: &str, default: usize) -> Result<usize, String> {
 /// from scratch), or one from beyond the user's sequence (a token that is
 /// not this user's, or a database restored from a backup).
 pub fn check_cursor(user: &User, cursor: Option<Cursor>) -> Result<(), ApiError> {
-    match cursor {
+    let too_old = match cursor {
         Some(Cursor::AfterVersion(version)) => {
-            if version < user.purged_version || version > user.change_counter {
-                return Err(ApiError::ResetRequired);
-            }
+            version < user.purged_version || version > user.change_counter
         }
         Some(Cursor::ReceivedAfter(millis)) => {
-            if matches!(user.purged_before, Some(purged) if millis < purged) {
-                return Err(ApiError::ResetRequired);
-            }
+            matches!(user.purged_before, Some(purged) if millis < purged)
         }
-        None => {}
+        None => false,
+    };
+    if too_old {
+        return Err(ApiError::ResetRequired);
     }
     Ok(())
 }

@@ -144,7 +144,7 @@ pub fn bump_token_version(conn: &mut impl Queryable, id: &str, now: i64) -> Resu
 fn current_token_version(conn: &mut impl Queryable, id: &str) -> Result<u32, ApiError> {
     let version: Option<u32> =
         conn.exec_first("SELECT token_version FROM users WHERE id = ?", (id,))?;
-    version.ok_or_else(|| ApiError::Unauthorized("The account no longer exists"))
+    version.ok_or(ApiError::Unauthorized("The account no longer exists"))
 }
 
 pub fn update_profile(
