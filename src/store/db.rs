@@ -16,8 +16,10 @@ use crate::error::ApiError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A statement that takes longer than this is treated as a dead server.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// A kept connection idle for longer is pinged before use.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+/// A kept connection idle for longer is pinged before use: MySQL (or a
+/// host's proxy) drops idle connections, and a request should not be the
+/// one to find out. Back-to-back requests skip the round trip.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 /// Tries of one transaction that deadlocks or waits on a lock.
 const TRANSACTION_ATTEMPTS: u32 = 4;
 /// Largest statement the client will send. Batches are written in chunks
@@ -30,9 +32,13 @@ const MAX_ALLOWED_PACKET: usize = 16 * 1024 * 1024;
 /// ids that do not exist yet locks ranges reaching into a neighbouring
 /// user's keys, deadlocking different users' pushes. The user-row lock
 /// already serializes one user's writers, so nothing is lost by it.
+///
+/// A lock wait of 2 s (not the server's 50): one user's writers hold the
+/// user row for milliseconds, so a longer wait means something is stuck,
+/// and the transaction helper retries rather than hanging a CGI process.
 const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION', \
-     time_zone = '+00:00'";
+     time_zone = '+00:00', innodb_lock_wait_timeout = 2";
 
 pub fn connect(config: &DbConfig) -> Result<Conn, ApiError> {
     let mut builder = OptsBuilder::new()

@@ -382,3 +382,79 @@ fn version_and_usage() {
     let output = db.cli(&["frobnicate"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// Holds the user's row lock from another connection for `seconds`.
+fn hold_user_lock(db: &TestDb, user_id: &str, seconds: f64) -> std::thread::JoinHandle<()> {
+    use mysql::prelude::Queryable;
+    let mut conn = db.conn();
+    let user_id = user_id.to_owned();
+    let locked = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        conn.query_drop("START TRANSACTION")
+            .unwrap_or_else(|e| panic!("{e}"));
+        conn.exec_drop("SELECT id FROM users WHERE id = ? FOR UPDATE", (user_id,))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = locked.0.send(());
+        std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+        conn.query_drop("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+    });
+    let _ = locked.1.recv();
+    handle
+}
+
+#[test]
+fn a_lock_wait_timeout_is_retried_and_the_push_still_lands() {
+    let db = TestDb::new();
+    let user = register(&db, "waiter@example.com");
+    let holder = hold_user_lock(&db, &user.id, 3.0);
+    let started = std::time::Instant::now();
+    let record = json!({"id": "44444444-4444-4444-8444-444444444444", "data": {}, "updated_at": "2024-01-01T00:00:00Z"});
+    let response = db
+        .post("/api/meals/sync", &json!({"meals": [record]}))
+        .token(&user.token)
+        .send();
+    let _ = holder.join();
+    assert_eq!(response.ok()["synced"], 1);
+    // The first attempt timed out after 2 s; a retry got the lock.
+    assert!(
+        started.elapsed().as_secs_f64() > 2.5,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 1);
+}
+
+#[test]
+fn a_lock_held_past_every_retry_is_503_with_retry_after_and_nothing_stored() {
+    let db = TestDb::new();
+    let user = register(&db, "stuck@example.com");
+    let holder = hold_user_lock(&db, &user.id, 11.0);
+    let record = json!({"id": "55555555-5555-4555-8555-555555555555", "data": {}, "updated_at": "2024-01-01T00:00:00Z"});
+    let response = db
+        .post("/api/meals/sync", &json!({"meals": [record]}))
+        .token(&user.token)
+        .send();
+    let _ = holder.join();
+    response.expect(503, "SERVICE_UNAVAILABLE");
+    assert!(response.header("Retry-After").is_some());
+    assert!(
+        response.stderr.contains("after 4 attempts"),
+        "{}",
+        response.stderr
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 0);
+}
+
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_panic_is_a_500_in_the_envelope_that_says_nothing_of_it() {
+    let db = TestDb::new();
+    let response = db.get("/api/__test/panic").send();
+    response.expect(500, "INTERNAL_ERROR");
+    assert!(!response.body.to_string().contains("panic"));
+    assert!(
+        response.stderr.contains("deliberate panic"),
+        "{}",
+        response.stderr
+    );
+}
