@@ -12,6 +12,7 @@
 // unwrap/expect/panic are for the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod flows;
 mod scenarios;
 mod support;
 
@@ -23,7 +24,9 @@ fn run_every_scenario(mode: Mode) {
     // Both instances start at once: each start is mostly waiting on Apache.
     let (server, database_down) = std::thread::scope(|scope| {
         let database_down = scope.spawn(move || Instance::start(mode, &["DB_PORT=1"]));
-        let server = Instance::start(mode, &[]);
+        // The flows make more auth requests from one address than the
+        // default limit allows in a minute.
+        let server = Instance::start(mode, &["AUTH_RATE_LIMIT_PER_MINUTE=1000"]);
         (
             server,
             database_down
@@ -67,6 +70,12 @@ fn run_every_scenario(mode: Mode) {
         "the binaries and private files are not served directly",
         || scenarios::binaries_and_private_files_are_not_served_directly(&server),
     );
+    runner.run("every accounts route works through Apache", || {
+        flows::every_account_route_works(&server)
+    });
+    runner.run("every sync route works through Apache", || {
+        flows::every_sync_route_works(&server)
+    });
     runner.finish(&[&server, &database_down]);
 }
 
