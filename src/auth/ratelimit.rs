@@ -30,18 +30,18 @@ pub fn email_bucket(normalized_email: &str) -> Vec<u8> {
 }
 
 /// Counts a hit and fails with 429 over `limit`. Returns the state for the
-/// `RateLimit-*` headers. Now and then (about one check in 64) also deletes
-/// ended windows.
+/// `RateLimit-*` headers. The first hit of a bucket in a new window also
+/// deletes every ended window's counter, so the table stays as small as
+/// the set of recent clients without a cron job.
 pub fn check(
     conn: &mut impl Queryable,
     bucket: &[u8],
     limit: u32,
     now_secs: i64,
-    cleanup_roll: u8,
 ) -> Result<RateLimitState, ApiError> {
     let window_start = now_secs - now_secs.rem_euclid(WINDOW_SECS);
     let hits = ratelimit::hit(conn, bucket, window_start).map_err(fail_closed)?;
-    if cleanup_roll % 64 == 0 {
+    if hits == 1 {
         ratelimit::delete_expired(conn, window_start).map_err(fail_closed)?;
     }
     let reset_secs = u32::try_from(window_start + WINDOW_SECS - now_secs)

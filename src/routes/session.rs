@@ -41,7 +41,6 @@ pub fn limit_user(env: &Env, conn: &mut impl Queryable, user_id: &str) -> Result
         &bucket,
         env.config.rate_limit_per_minute,
         env.now_secs(),
-        cleanup_roll(env.request_id),
     );
     record(env, state)
 }
@@ -54,7 +53,6 @@ pub fn limit_address(env: &Env, conn: &mut impl Queryable, address: &str) -> Res
         &bucket,
         env.config.auth_rate_limit_per_minute,
         env.now_secs(),
-        cleanup_roll(env.request_id),
     );
     record(env, state)
 }
@@ -67,7 +65,6 @@ pub fn limit_email(env: &Env, conn: &mut impl Queryable, email: &str) -> Result<
         &bucket,
         env.config.auth_rate_limit_per_minute,
         env.now_secs(),
-        1,
     );
     // The headers report the tighter of the address and email limits.
     let tighter_already = match (&state, env.rate_limit.get()) {
@@ -92,13 +89,4 @@ fn record(env: &Env, state: Result<RateLimitState, ApiError>) -> Result<(), ApiE
         }
         Err(other) => Err(other),
     }
-}
-
-/// A random byte from the request id (itself random), so expired counters
-/// are cleaned up by about one request in 64 without a cron job.
-fn cleanup_roll(request_id: &str) -> u8 {
-    request_id
-        .get(..2)
-        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        .unwrap_or(1)
 }

@@ -805,3 +805,21 @@ fn a_counter_that_cannot_be_written_fails_the_request_closed() {
     response.expect(503, "SERVICE_UNAVAILABLE");
     assert!(response.header("Retry-After").is_some());
 }
+
+#[test]
+fn ended_rate_limit_windows_are_deleted_without_a_cron_job() {
+    let db = TestDb::new();
+    db.exec("INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a:old1', 0, 5), ('u:old2', 60, 9)");
+    let current = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+    db.exec(&format!(
+        "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a:current', {current}, 1)"
+    ));
+    // A first request of a new bucket sweeps the ended windows.
+    register(&db, "sweeper@example.com");
+    let left: Vec<Vec<u8>> = db.query("SELECT bucket FROM rate_limits ORDER BY bucket");
+    assert!(
+        !left.contains(&b"a:old1".to_vec()) && !left.contains(&b"u:old2".to_vec()),
+        "{left:?}"
+    );
+    assert!(left.contains(&b"a:current".to_vec()));
+}
