@@ -21,7 +21,6 @@ use crate::store::db::DbSlot;
 /// the connection is borrowed; the two fields routes set are cells.
 pub struct Env<'a> {
     pub config: &'a Config,
-    pub request_id: &'a str,
     /// The server clock at the start of the request.
     pub now: OffsetDateTime,
     /// "cgi" or "fastcgi".
@@ -49,16 +48,10 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(
-        config: &'a Config,
-        db: &'a mut DbSlot,
-        request_id: &'a str,
-        mode: &'static str,
-    ) -> Ctx<'a> {
+    pub fn new(config: &'a Config, db: &'a mut DbSlot, mode: &'static str) -> Ctx<'a> {
         Ctx {
             env: Env {
                 config,
-                request_id,
                 now: OffsetDateTime::now_utc(),
                 mode,
                 rate_limit: Cell::new(None),

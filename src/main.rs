@@ -165,7 +165,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
         }
     };
 
-    let mut ctx = app::Ctx::new(&config, &mut worker.db, &request_id, worker.mode);
+    let mut ctx = app::Ctx::new(&config, &mut worker.db, worker.mode);
     let handled = catch_unwind(AssertUnwindSafe(|| {
         let outcome = app::handle(&mut ctx, &request);
         (outcome, ctx.env.rate_limit.get(), ctx.env.user_id.take())

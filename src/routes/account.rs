@@ -34,19 +34,13 @@ fn account_json(conn: &mut mysql::Conn, user: &User) -> Result<Value, ApiError> 
 }
 
 pub fn get_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, _, _, user) = session::open(ctx, request)?;
     body::json_object(request)?;
     Ok(ok(200, account_json(conn, &user)?))
 }
 
 pub fn patch_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, env, claims, user) = session::open(ctx, request)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let name = fields
@@ -67,10 +61,7 @@ pub fn patch_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
 }
 
 pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, _, claims, user) = session::open(ctx, request)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let given = fields.string(&body, "password");
@@ -90,10 +81,7 @@ pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiE
 }
 
 pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, env, _, user) = session::open(ctx, request)?;
     body::json_object(request)?;
     let mut data = Map::new();
     data.insert(

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, Ctx};
+use crate::app::{ok, Ctx, Env};
 use crate::auth::{password, tokens};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -78,12 +78,21 @@ pub fn check_name(fields: &mut Fields, raw: &str) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// The email of a body, normalized, when it is there and a string: the
-/// per-email limit counts it before anything else is validated.
-fn body_email(body: &Map<String, Value>) -> Option<String> {
-    body.get("email")
-        .and_then(Value::as_str)
-        .map(|raw| raw.trim().to_lowercase())
+/// The body of register and login, counted in the contract's order: the
+/// client address first (every request counts, well-formed or not), then
+/// the body's own checks, then the email it names (normalized) as soon as
+/// it is read, before any other field is validated.
+fn limited_credentials_body(
+    env: &Env,
+    conn: &mut mysql::Conn,
+    request: &Request,
+) -> Result<Map<String, Value>, ApiError> {
+    session::limit_address(env, conn, &request.remote_addr)?;
+    let body = body::required_object(request)?;
+    if let Some(raw) = body.get("email").and_then(Value::as_str) {
+        session::limit_email(env, conn, &raw.trim().to_lowercase())?;
+    }
+    Ok(body)
 }
 
 fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
@@ -115,11 +124,7 @@ fn store_refresh(
 
 pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
     let (conn, env) = ctx.conn()?;
-    session::limit_address(env, conn, &request.remote_addr)?;
-    let body = body::required_object(request)?;
-    if let Some(email) = body_email(&body) {
-        session::limit_email(env, conn, &email)?;
-    }
+    let body = limited_credentials_body(env, conn, request)?;
 
     let mut fields = Fields::new();
     let email = fields
@@ -175,11 +180,7 @@ pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
 
 pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
     let (conn, env) = ctx.conn()?;
-    session::limit_address(env, conn, &request.remote_addr)?;
-    let body = body::required_object(request)?;
-    if let Some(email) = body_email(&body) {
-        session::limit_email(env, conn, &email)?;
-    }
+    let body = limited_credentials_body(env, conn, request)?;
     let mut fields = Fields::new();
     let email = fields.string(&body, "email");
     let password = fields.string(&body, "password");

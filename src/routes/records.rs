@@ -225,10 +225,7 @@ fn parse_pull_query(request: &Request) -> Result<(Option<Cursor>, usize), ApiErr
 pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<Response, ApiError> {
     let query = parse_pull_query(request);
     let device = device_id(request);
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, env, claims, user) = session::open(ctx, request)?;
     let (cursor, limit) = query?;
     let device = device?;
     if !user.sync_enabled {
@@ -301,10 +298,7 @@ fn next_position(
 }
 
 pub fn get_sync_status(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let claims = session::access_claims(&ctx.env, request)?;
-    let (conn, env) = ctx.conn()?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_user(env, conn, &user.id)?;
+    let (conn, _, _, user) = session::open(ctx, request)?;
     if !user.sync_enabled {
         return Err(ApiError::SyncDisabled);
     }

@@ -4,7 +4,9 @@
 
 use mysql::prelude::Queryable;
 
-use crate::app::Env;
+use mysql::Conn;
+
+use crate::app::{Ctx, Env};
 use crate::auth::{ratelimit, tokens};
 use crate::error::{ApiError, RateLimitState};
 use crate::http::Request;
@@ -31,6 +33,19 @@ pub fn load_user(
         return Err(ApiError::Unauthorized("The token has been revoked"));
     }
     Ok(user)
+}
+
+/// The opening of every read-only authenticated route: the token (401),
+/// the user's row and token version (401), the user's limit (429).
+pub fn open<'c, 'a>(
+    ctx: &'c mut Ctx<'a>,
+    request: &Request,
+) -> Result<(&'c mut Conn, &'c Env<'a>, tokens::AccessClaims, User), ApiError> {
+    let claims = access_claims(&ctx.env, request)?;
+    let (conn, env) = ctx.conn()?;
+    let user = load_user(conn, &claims, Lock::None)?;
+    limit_user(env, conn, &user.id)?;
+    Ok((conn, env, claims, user))
 }
 
 /// Counts the request against the user's per-minute limit.
