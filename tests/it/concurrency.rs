@@ -345,13 +345,25 @@ fn run_pusher(db: &TestDb, token: &str, thread: u64, bulk: bool) -> HashMap<Stri
     own
 }
 
+/// Counts a pusher as finished when dropped, also when it panicked, so
+/// the pager stops and the failure is reported instead of a hang.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// One page of a pager: `(entity, record)` in the order received, whether
 /// more remain, and the cursor to continue from.
 type Page = (Vec<(usize, Value)>, bool, String);
 
 /// Pages with `fetch` until `has_more` is false, again after a pause, until
 /// every pusher is done, then a final drain. Asserts the exactly-once and
-/// order rules on every page; returns the last version seen of each record.
+/// order rules on every page (records in the order `fetch` gives them);
+/// returns the last version seen of each record, the number of pages and
+/// of non-empty pages received while pushers still ran.
 fn run_pager(
     finished: &AtomicUsize,
     mut fetch: impl FnMut(Option<&str>) -> Page,
@@ -380,15 +392,9 @@ fn run_pager(
                 "has_more on a page of {} records (limit {PAGE}) after cursor {cursor:?}",
                 records.len()
             );
-            let mut page: Vec<(usize, String, Held)> = records
-                .iter()
-                .map(|(entity, record)| {
-                    let (id, held) = held_of_wire(record);
-                    (*entity, id, held)
-                })
-                .collect();
-            page.sort_by_key(|(_, _, held)| held.version);
-            for (entity, id, held) in page {
+            for (entity, record) in &records {
+                let (id, held) = held_of_wire(record);
+                let entity = *entity;
                 assert!(
                     held.version > last_version,
                     "after cursor {cursor:?}: version {} of {id} is not after the last version seen, {last_version}",
@@ -485,9 +491,8 @@ fn pager_sees_every_change_exactly_once_under_concurrent_pushes() {
             .map(|thread| {
                 let (db, token, finished) = (&db, user.token.as_str(), &finished);
                 scope.spawn(move || {
-                    let own = run_pusher(db, token, thread, false);
-                    finished.fetch_add(1, Ordering::SeqCst);
-                    own
+                    let _finished = Finished(finished);
+                    run_pusher(db, token, thread, false)
                 })
             })
             .collect();
@@ -554,9 +559,8 @@ fn bulk_pager_sees_every_change_exactly_once_across_entities() {
             .map(|thread| {
                 let (db, token, finished) = (&db, user.token.as_str(), &finished);
                 scope.spawn(move || {
-                    let own = run_pusher(db, token, 100 + thread, true);
-                    finished.fetch_add(1, Ordering::SeqCst);
-                    own
+                    let _finished = Finished(finished);
+                    run_pusher(db, token, 100 + thread, true)
                 })
             })
             .collect();
@@ -566,37 +570,8 @@ fn bulk_pager_sees_every_change_exactly_once_across_entities() {
                 if let Some(token) = cursor {
                     body["sync_token"] = json!(token);
                 }
-                let response = db
-                    .post("/api/sync/bulk", &body)
-                    .token(&user.token)
-                    .var("HTTP_X_DEVICE_ID", "bulk-pager")
-                    .send();
-                let data = ok_data(&response, &format!("bulk pull {body}"));
-                let mut records = Vec::new();
-                for (index, (_, _, key)) in ENTITIES.iter().enumerate() {
-                    let section = &data[*key];
-                    assert_eq!(section["applied"], json!([]), "pure pull: {section}");
-                    let updates = section["server_updates"]
-                        .as_array()
-                        .unwrap_or_else(|| panic!("no server_updates in {key}: {data}"));
-                    let versions: Vec<u64> = updates
-                        .iter()
-                        .map(|r| r["version"].as_u64().unwrap_or(0))
-                        .collect();
-                    assert!(
-                        versions.windows(2).all(|w| w[0] < w[1]),
-                        "{key}: versions not ascending: {versions:?}"
-                    );
-                    records.extend(updates.iter().map(|r| (index, r.clone())));
-                }
-                let has_more = data["has_more"]
-                    .as_bool()
-                    .unwrap_or_else(|| panic!("no has_more: {data}"));
-                let next = data["sync_token"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no sync_token: {data}"))
-                    .to_owned();
-                (records, has_more, next)
+                let page = bulk_pull(&db, &user.token, "bulk-pager", &body);
+                (page.records, page.has_more, page.sync_token)
             })
         });
         let pushed: Vec<_> = pushers
@@ -616,6 +591,114 @@ fn bulk_pager_sees_every_change_exactly_once_across_entities() {
     assert_eq!(latest.len(), total);
     eprintln!(
         "bulk pager: {pages} pages ({during} non-empty while pushing), {total} records, {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// One answer of a pure-pull bulk.
+struct BulkPage {
+    /// `(entity, record)` across the five sections, in version order.
+    records: Vec<(usize, Value)>,
+    has_more: bool,
+    sync_token: String,
+    sync_timestamp: String,
+}
+
+fn bulk_pull(db: &TestDb, token: &str, device: &str, body: &Value) -> BulkPage {
+    let response = db
+        .post("/api/sync/bulk", body)
+        .token(token)
+        .var("HTTP_X_DEVICE_ID", device)
+        .send();
+    let data = ok_data(&response, &format!("{device}: bulk pull {body}"));
+    let mut records = Vec::new();
+    for (index, (_, _, key)) in ENTITIES.iter().enumerate() {
+        let section = &data[*key];
+        assert_eq!(section["applied"], json!([]), "pure pull: {section}");
+        let updates = section["server_updates"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no server_updates in {key}: {data}"));
+        let versions: Vec<u64> = updates
+            .iter()
+            .map(|r| r["version"].as_u64().unwrap_or(0))
+            .collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "{key}: versions not ascending: {versions:?}"
+        );
+        records.extend(updates.iter().map(|r| (index, r.clone())));
+    }
+    // One page across entities: compared in version order.
+    records.sort_by_key(|(_, r)| r["version"].as_u64().unwrap_or(0));
+    let text = |key: &str| {
+        data[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key}: {data}"))
+            .to_owned()
+    };
+    BulkPage {
+        records,
+        has_more: data["has_more"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no has_more: {data}")),
+        sync_token: text("sync_token"),
+        sync_timestamp: text("sync_timestamp"),
+    }
+}
+
+/// A seed client: bulk pulls with `last_sync_at` = the `sync_timestamp` of
+/// its last complete pull (paging on with `sync_token` while `has_more`),
+/// against the same pushers. Contract sections 5-6: `since`/`last_sync_at`
+/// is the server's receive time, exact, and paged the same way.
+#[test]
+fn last_sync_at_pager_sees_every_change_exactly_once_under_concurrent_pushes() {
+    let started = Instant::now();
+    let db = TestDb::new();
+    let user = register(&db, "since-pager@example.com");
+    let finished = AtomicUsize::new(0);
+    let (pushed, (latest, pages, during)) = std::thread::scope(|scope| {
+        let pushers: Vec<_> = (0..PUSHERS as u64)
+            .map(|thread| {
+                let (db, token, finished) = (&db, user.token.as_str(), &finished);
+                scope.spawn(move || {
+                    let _finished = Finished(finished);
+                    run_pusher(db, token, 200 + thread, true)
+                })
+            })
+            .collect();
+        let pager = scope.spawn(|| {
+            // The pager's cursor, spelled "since <time>" after a complete
+            // pull and "token <token>" in the middle of a paged one.
+            run_pager(&finished, |cursor| {
+                let mut body = json!({ "limit": PAGE });
+                match cursor.map(|c| c.split_once(' ').unwrap_or(("", c))) {
+                    None => {}
+                    Some(("since", at)) => body["last_sync_at"] = json!(at),
+                    Some((_, token)) => body["sync_token"] = json!(token),
+                }
+                let page = bulk_pull(&db, &user.token, "since-pager", &body);
+                let next = if page.has_more {
+                    format!("token {}", page.sync_token)
+                } else {
+                    format!("since {}", page.sync_timestamp)
+                };
+                (page.records, page.has_more, next)
+            })
+        });
+        let pushed: Vec<_> = pushers
+            .into_iter()
+            .map(|p| p.join().unwrap_or_else(|_| panic!("a pusher failed")))
+            .collect();
+        let pager = pager.join().unwrap_or_else(|_| panic!("the pager failed"));
+        (pushed, pager)
+    });
+
+    let state = db_state(&db, &user.id);
+    let total = assert_pushers_hold(&state, &pushed);
+    let all: Vec<usize> = (0..ENTITIES.len()).collect();
+    assert_pager_matches(&latest, &state, &all);
+    eprintln!(
+        "last_sync_at pager: {pages} pages ({during} non-empty while pushing), {total} records, {:.1?}",
         started.elapsed()
     );
 }
@@ -885,7 +968,7 @@ fn the_same_push_three_times_gives_the_same_state_and_versions_as_once() {
         record(&n1, meal("apple", "2024-05-02", 80), t0 + 2_000, None),
         with_base(record(&m1, meal("eggs", "2024-05-01", 220), t0 + 2_000, None), v[&m1]),
         with_base(record(&m2, meal("cake", "2024-05-01", 500), t0 + 2_000, Some(t0 + 2_000)), v[&m2]),
-        // The same date-different edit on a stale base: kept both.
+        // An edit to another date on a stale base: kept both.
         with_base(record(&m4, meal("stew", "2024-05-03", 450), t0 + 2_000, None), v[&m4]),
         // Unchanged resend: rule 2 already on the first push.
         record(&m3, meal("rice", "2024-05-01", 300), t0, None),

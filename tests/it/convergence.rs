@@ -542,9 +542,27 @@ impl Sim<'_> {
                 details.len()
             ));
         }
+        // `applied` lists exactly the records held as sent: every record
+        // without a conflict, and the conflicts the client won.
+        let mut expected_applied: Vec<&str> = sent.iter().map(|(k, _)| k.1.as_str()).collect();
         for detail in &details {
             let resolution = detail["resolution"].as_str().unwrap_or("?").to_owned();
+            let id = detail["entity_id"].as_str().unwrap_or_default();
+            if resolution != "client_wins" {
+                expected_applied.retain(|sent_id| *sent_id != id);
+            }
             *self.stats.resolutions.entry(resolution).or_default() += 1;
+        }
+        let mut applied_ids: Vec<&str> = list(&section["applied"], "applied")
+            .iter()
+            .map(|entry| entry["id"].as_str().unwrap_or_default())
+            .collect();
+        applied_ids.sort_unstable();
+        expected_applied.sort_unstable();
+        if applied_ids != expected_applied {
+            self.fail(format!(
+                "{name}: {key_name}: applied {applied_ids:?}, expected {expected_applied:?}: {section}"
+            ));
         }
         let by_id: HashMap<&str, &Local> = sent.iter().map(|(k, l)| (k.1.as_str(), l)).collect();
         for entry in list(&section["applied"], "applied").clone() {
