@@ -14,78 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::support::{register, Resp, TestDb, User};
+use crate::support::{now_ms, parse_ms, register, rfc3339, Resp, Rng, TestDb, User, ENTITIES};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this file on purpose: support.rs belongs to others).
 
-/// `(URL slug, list key, bulk key = table)`, in the contract's order.
-const ENTITIES: [(&str, &str, &str); 5] = [
-    ("health-metrics", "metrics", "health_metrics"),
-    ("medications", "medications", "medications"),
-    ("meals", "meals", "meals"),
-    ("exercises", "exercises", "exercises"),
-    ("meal-plans", "meal_plans", "meal_plans"),
-];
 const MEALS: usize = 2;
 const EXERCISES: usize = 3;
-
-/// SplitMix64: small, seeded, good enough to drive tests reproducibly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn uuid(&mut self) -> String {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .hyphenated()
-            .to_string()
-    }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// RFC 3339, UTC, exactly three fractional digits, `Z`.
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or_else(|e| panic!("timestamp {ms}: {e}"));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
-fn parse_ms(text: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"));
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 /// A record as the server holds it, comparable across the wire and the
 /// database: data as a JSON value, times in UTC milliseconds.

@@ -18,16 +18,8 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use crate::support::{register, TestDb};
+use crate::support::{now_ms, parse_ms, register, rfc3339, Rng, TestDb, ENTITIES};
 
-/// `(URL slug, list key, bulk key = table)`, in the contract's order.
-const ENTITIES: [(&str, &str, &str); 5] = [
-    ("health-metrics", "metrics", "health_metrics"),
-    ("medications", "medications", "medications"),
-    ("meals", "meals", "meals"),
-    ("exercises", "exercises", "exercises"),
-    ("meal-plans", "meal_plans", "meal_plans"),
-];
 const METRICS: usize = 0;
 const MEDICATIONS: usize = 1;
 const MEALS: usize = 2;
@@ -54,67 +46,6 @@ const LOST_PERCENT: u64 = 15;
 
 const MEAL_DATES: [&str; 3] = ["2024-05-01", "2024-05-02", "2024-05-03"];
 const SIDE_EFFECTS: [&str; 4] = ["nausea", "headache", "dizziness", "fatigue"];
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn uuid(&mut self) -> String {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .hyphenated()
-            .to_string()
-    }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// RFC 3339, UTC, exactly three fractional digits, `Z`.
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or_else(|e| panic!("timestamp {ms}: {e}"));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
-fn parse_ms(text: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"));
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 /// A record's content: what devices and the server must agree on.
 #[derive(Clone, Debug, PartialEq)]

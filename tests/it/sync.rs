@@ -4,15 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{register, Resp, TestDb, User};
-
-const ENTITIES: [(&str, &str, &str); 5] = [
-    ("health-metrics", "metrics", "health_metrics"),
-    ("medications", "medications", "medications"),
-    ("meals", "meals", "meals"),
-    ("exercises", "exercises", "exercises"),
-    ("meal-plans", "meal_plans", "meal_plans"),
-];
+use crate::support::{register, Resp, TestDb, User, ENTITIES};
 
 const T1: &str = "2024-03-01T10:00:00.000Z";
 const T2: &str = "2024-03-01T11:00:00.000Z";
