@@ -81,7 +81,7 @@ pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiE
 }
 
 pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env, _, user) = session::open(ctx, request)?;
+    let (conn, env, claims, user) = session::open(ctx, request)?;
     body::json_object(request)?;
     let mut data = Map::new();
     data.insert(
@@ -97,15 +97,19 @@ pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
         "exported_at".into(),
         json!(clock::to_rfc3339(env.now_millis())),
     );
-    // One statement over the five tables: one snapshot, so the export is
-    // consistent even while a device pushes.
-    let rows = records::changes(
-        conn,
-        &user.id,
-        &Entity::ALL,
-        Cursor::AfterVersion(0),
-        usize::MAX,
-    )?;
+    // Under the user's shared lock no push of this user commits midway, so
+    // the export is one consistent state even while a device syncs.
+    let (rows, _) = db::transaction(conn, |tx| {
+        session::load_user(tx, &claims, Lock::Share)?;
+        records::changes(
+            tx,
+            &user.id,
+            &Entity::ALL,
+            Cursor::AfterVersion(0),
+            usize::MAX,
+            &|_, _, _| false,
+        )
+    })?;
     for entity in Entity::ALL {
         let list: Vec<Value> = rows
             .iter()

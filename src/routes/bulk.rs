@@ -138,7 +138,7 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
             records::advance_user(tx, &user.id, counter, received_at, env.now_millis())?;
         }
 
-        // Own writes are left out of the page, so ask for that many more.
+        // Own writes as given are left out of the page.
         let own: HashSet<(Entity, String, u64)> = results
             .iter()
             .flat_map(|(entity, applied)| {
@@ -149,25 +149,11 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
             })
             .collect();
         let cursor = body.cursor.unwrap_or(Cursor::AfterVersion(0));
-        let fetched = records::changes(
-            tx,
-            &user.id,
-            &Entity::ALL,
-            cursor,
-            body.limit + own.len() + 1,
-        )?;
-        let mut page = Vec::with_capacity(body.limit.min(fetched.len()));
-        let mut has_more = false;
-        for row in fetched {
-            if own.contains(&(row.entity, row.record.id.clone(), row.version)) {
-                continue;
-            }
-            if page.len() == body.limit {
-                has_more = true;
-                break;
-            }
-            page.push(row);
-        }
+        let is_own = |entity: Entity, id: &str, version: u64| {
+            !own.is_empty() && own.contains(&(entity, id.to_owned(), version))
+        };
+        let (page, has_more) =
+            records::changes(tx, &user.id, &Entity::ALL, cursor, body.limit, &is_own)?;
         // Complete: everything up to the user's position has been sent or
         // was written by this request. Otherwise: up to the last sent.
         let position = match (has_more, page.last()) {

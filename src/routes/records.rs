@@ -233,21 +233,22 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
     }
     check_cursor(&user, cursor)?;
 
-    let (mut rows, position_if_complete) = match cursor {
+    let (page, position_if_complete) = match cursor {
         Some(Cursor::ReceivedAfter(_)) => {
             // A shared lock on the user row waits for the user's writers
             // to commit, so every write with an earlier receive time is
             // visible and none still to come can get one.
             db::transaction(conn, |tx| {
                 let locked = session::load_user(tx, &claims, Lock::Share)?;
-                let rows = records::changes(
+                let page = records::changes(
                     tx,
                     &user.id,
                     &[entity],
                     cursor.unwrap_or(Cursor::AfterVersion(0)),
-                    limit + 1,
+                    limit,
+                    &|_, _, _| false,
                 )?;
-                Ok((rows, Some(locked.change_counter)))
+                Ok((page, Some(locked.change_counter)))
             })?
         }
         _ => {
@@ -255,18 +256,18 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
                 Some(Cursor::AfterVersion(version)) => version,
                 _ => 0,
             };
-            let rows = records::changes(
+            let page = records::changes(
                 conn,
                 &user.id,
                 &[entity],
                 Cursor::AfterVersion(after),
-                limit + 1,
+                limit,
+                &|_, _, _| false,
             )?;
-            (rows, None)
+            (page, None)
         }
     };
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
+    let (rows, has_more) = page;
     let next = next_position(&rows, has_more, cursor, position_if_complete);
     record_sync(conn, env, &user, device, next, false)?;
     let list: Vec<Value> = rows.iter().map(Pulled::to_wire).collect();

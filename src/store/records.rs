@@ -191,64 +191,162 @@ pub enum Cursor {
     ReceivedAfter(i64),
 }
 
+/// Which rows a page of changes holds: `(version, entity, id)`.
+pub struct PageEntry {
+    pub version: u64,
+    pub entity: Entity,
+    pub id: String,
+}
+
 /// The first `limit` changes after the cursor across `entities`, in
-/// ascending version, in ONE statement: under READ COMMITTED one statement
-/// sees one snapshot, and versions commit in order (allocated under the
-/// user's lock), so what it sees is a prefix of the sequence and a pager
-/// never skips a version that commits later.
+/// ascending version, leaving out the rows `skip` names (a bulk's own
+/// writes), and whether more remain.
+///
+/// One entity: one statement. Several: first one statement over the five
+/// `(user_id, version)` indexes alone, which covers version and id (no
+/// `data`, so MariaDB keeps the union in memory and reads no row twice),
+/// then each table's rows up to the page's last version. Under READ
+/// COMMITTED one statement sees one snapshot, and versions commit in
+/// order (allocated under the user's lock), so the first statement sees a
+/// prefix of the sequence; no version at or below the page's last can
+/// appear afterwards, and a row rewritten in between has moved above it
+/// and is left for the next page.
 pub fn changes(
     conn: &mut impl Queryable,
     user_id: &str,
     entities: &[Entity],
     cursor: Cursor,
     limit: usize,
-) -> Result<Vec<Pulled>, ApiError> {
-    if entities.is_empty() {
-        return Ok(Vec::new());
+    skip: &dyn Fn(Entity, &str, u64) -> bool,
+) -> Result<(Vec<Pulled>, bool), ApiError> {
+    let (condition, cursor_value) = cursor_condition(cursor);
+    if let [entity] = entities {
+        // Rows to skip are read and dropped: a bulk on one entity is rare.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} ORDER BY version LIMIT ?",
+            entity.table()
+        );
+        let mut rows = Vec::new();
+        let mut has_more = false;
+        let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value, fetch_limit(limit)))?;
+        for row in fetched {
+            let pulled = read_row(*entity, row)?;
+            if skip(pulled.entity, &pulled.record.id, pulled.version) {
+                continue;
+            }
+            if rows.len() == limit {
+                has_more = true;
+                break;
+            }
+            rows.push(pulled);
+        }
+        return Ok((rows, has_more));
     }
-    let condition = match cursor {
-        Cursor::AfterVersion(_) => "version > ?",
-        Cursor::ReceivedAfter(_) => "server_updated_at > ?",
+
+    let page = page_entries(conn, user_id, entities, cursor, limit, skip)?;
+    let (entries, has_more) = page;
+    let Some(last) = entries.last().map(|entry| entry.version) else {
+        return Ok((Vec::new(), has_more));
     };
-    let cursor_value = match cursor {
-        Cursor::AfterVersion(version) => Value::from(version),
-        Cursor::ReceivedAfter(millis) => clock::to_sql(millis),
-    };
-    let selects: Vec<String> = entities
+    let wanted: std::collections::HashSet<(Entity, &str, u64)> = entries
         .iter()
-        .enumerate()
-        .map(|(index, entity)| {
-            format!(
-                "(SELECT {COLUMNS}, {index} AS entity FROM {} WHERE user_id = ? AND {condition} \
-                 ORDER BY version LIMIT {limit})",
-                entity.table()
-            )
-        })
+        .map(|e| (e.entity, e.id.as_str(), e.version))
         .collect();
-    let sql = if selects.len() == 1 {
-        selects.concat()
-    } else {
-        format!(
-            "{} ORDER BY version LIMIT {limit}",
-            selects.join(" UNION ALL ")
-        )
-    };
-    let mut params = Vec::with_capacity(entities.len() * 2);
-    for _ in entities {
-        params.push(Value::from(user_id));
-        params.push(cursor_value.clone());
+    let mut rows = Vec::with_capacity(entries.len());
+    for entity in entities {
+        if !entries.iter().any(|entry| entry.entity == *entity) {
+            continue;
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND version <= ? ORDER BY version",
+            entity.table()
+        );
+        let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value.clone(), last))?;
+        for row in fetched {
+            let pulled = read_row(*entity, row)?;
+            if wanted.contains(&(pulled.entity, pulled.record.id.as_str(), pulled.version)) {
+                rows.push(pulled);
+            }
+        }
     }
-    let rows: Vec<Row> = conn.exec(sql, params)?;
-    rows.into_iter()
-        .map(|row| {
-            let index: usize = row.get(5).unwrap_or(0);
+    rows.sort_by_key(|row| row.version);
+    Ok((rows, has_more))
+}
+
+/// `LIMIT` takes at most 2^64 - 1; `usize::MAX` means "all".
+fn fetch_limit(limit: usize) -> u64 {
+    u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+fn cursor_condition(cursor: Cursor) -> (&'static str, Value) {
+    match cursor {
+        Cursor::AfterVersion(version) => ("version > ?", Value::from(version)),
+        Cursor::ReceivedAfter(millis) => ("server_updated_at > ?", clock::to_sql(millis)),
+    }
+}
+
+/// The page's rows, by index alone: one more than `limit` after the
+/// skipped ones, to know whether more remain.
+fn page_entries(
+    conn: &mut impl Queryable,
+    user_id: &str,
+    entities: &[Entity],
+    cursor: Cursor,
+    limit: usize,
+    skip: &dyn Fn(Entity, &str, u64) -> bool,
+) -> Result<(Vec<PageEntry>, bool), ApiError> {
+    let (condition, cursor_value) = cursor_condition(cursor);
+    let mut entries = Vec::new();
+    // Skipped rows take places in the union's LIMIT: ask again with a
+    // larger one until the page is full or the rows run out.
+    let mut asked = fetch_limit(limit);
+    loop {
+        let selects: Vec<String> = entities
+            .iter()
+            .enumerate()
+            .map(|(index, entity)| {
+                format!(
+                    "(SELECT version, {index} AS entity, id FROM {} WHERE user_id = ? AND {condition} \
+                     ORDER BY version LIMIT ?)",
+                    entity.table()
+                )
+            })
+            .collect();
+        let sql = format!("{} ORDER BY version LIMIT ?", selects.join(" UNION ALL "));
+        let mut params = Vec::with_capacity(entities.len() * 3 + 1);
+        for _ in entities {
+            params.push(Value::from(user_id));
+            params.push(cursor_value.clone());
+            params.push(Value::from(asked));
+        }
+        params.push(Value::from(asked));
+        let fetched: Vec<(u64, usize, String)> = conn.exec(sql, params)?;
+        let exhausted = (fetched.len() as u64) < asked;
+        entries.clear();
+        let mut has_more = false;
+        for (version, index, id) in fetched {
             let entity = entities
                 .get(index)
                 .copied()
                 .unwrap_or(Entity::HealthMetrics);
-            read_row(entity, row)
-        })
-        .collect()
+            if skip(entity, &id, version) {
+                continue;
+            }
+            if entries.len() == limit {
+                has_more = true;
+                break;
+            }
+            entries.push(PageEntry {
+                version,
+                entity,
+                id,
+            });
+        }
+        if has_more || exhausted {
+            return Ok((entries, has_more));
+        }
+        asked = asked.saturating_mul(2);
+    }
 }
 
 /// Per entity: `(records including tombstones, live records, highest

@@ -819,3 +819,63 @@ fn purged_tombstones_make_older_cursors_reset() {
         Some(2)
     );
 }
+
+#[test]
+fn a_bulk_page_leaves_out_its_own_writes_however_many_come_first() {
+    let (db, user) = setup();
+    // Five changes from elsewhere, after the cursor.
+    let others: Vec<Value> = (100..105)
+        .map(|n| rec(&id(n), json!({"other": n}), T1))
+        .collect();
+    push(&db, &user, "medications", "medications", json!(others)).ok();
+    // This bulk writes 30 records (versions 6..=35), then pages with limit 3.
+    let own: Vec<Value> = (1..=30)
+        .map(|n| rec(&id(n), json!({"own": n}), T1))
+        .collect();
+    let first = db
+        .post(
+            "/api/sync/bulk",
+            &json!({"meals": own, "sync_token": "0", "limit": 3}),
+        )
+        .token(&user.token)
+        .send()
+        .ok()
+        .clone();
+    let sent = |data: &Value| -> Vec<u64> {
+        ENTITIES
+            .iter()
+            .flat_map(|(_, _, key)| {
+                data[key]["server_updates"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|r| r["version"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert_eq!(sent(&first), vec![1, 2, 3]);
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["sync_token"], "3");
+    let rest = db
+        .post("/api/sync/bulk", &json!({"sync_token": "3", "limit": 3}))
+        .token(&user.token)
+        .send()
+        .ok()
+        .clone();
+    assert_eq!(sent(&rest), vec![4, 5, 6]);
+    // A bulk that wrote everything after the cursor has nothing to send.
+    let mine = db
+        .post(
+            "/api/sync/bulk",
+            &json!({"exercises": [rec(&id(200), json!({}), T1)], "sync_token": "35", "limit": 3}),
+        )
+        .token(&user.token)
+        .send()
+        .ok()
+        .clone();
+    assert_eq!(sent(&mine), Vec::<u64>::new());
+    assert_eq!(
+        (mine["has_more"].clone(), mine["sync_token"].clone()),
+        (json!(false), json!("36"))
+    );
+}
