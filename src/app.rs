@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 
 use mysql::Conn;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -15,6 +16,7 @@ use crate::http::{Body, Request, Response};
 use crate::route::{self, Route};
 use crate::routes;
 use crate::store::db::DbSlot;
+use crate::store::records::Pulled;
 
 /// What a route knows about its request besides the request itself.
 /// Shared (`&Env`) so it can be read inside a transaction's closure while
@@ -141,6 +143,54 @@ fn check_and_dispatch(
 /// A success envelope.
 pub fn ok(status: u16, data: Value) -> Response {
     Response::json(status, &json!({"success": true, "data": data}))
+}
+
+/// A response tree whose leaves may be pulled records, which carry their
+/// stored JSON text and are written out without being parsed.
+pub enum Out<'a> {
+    Json(Value),
+    Record(&'a Pulled),
+    List(Vec<Out<'a>>),
+    Object(Vec<(&'a str, Out<'a>)>),
+}
+
+impl Serialize for Out<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Out::Json(value) => value.serialize(serializer),
+            Out::Record(record) => record.serialize(serializer),
+            Out::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Out::Object(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// A success envelope around a tree with records in it.
+pub fn ok_out(status: u16, data: Out) -> Response {
+    let envelope = Out::Object(vec![
+        ("success", Out::Json(Value::Bool(true))),
+        ("data", data),
+    ]);
+    match serde_json::to_vec(&envelope) {
+        Ok(body) => Response {
+            status,
+            headers: vec![("Content-Type", "application/json; charset=utf-8".to_owned())],
+            body,
+        },
+        Err(error) => error_response(&ApiError::Internal(format!("serialize response: {error}"))),
+    }
 }
 
 /// The contract's error envelope, with the headers each kind requires.

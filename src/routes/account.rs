@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, Ctx};
+use crate::app::{ok, ok_out, Ctx, Out};
 use crate::auth::{password, ratelimit};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -83,20 +83,12 @@ pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiE
 pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
     let (conn, env, claims, user) = session::open(ctx, request)?;
     body::json_object(request)?;
-    let mut data = Map::new();
-    data.insert(
-        "user".into(),
-        json!({
-            "id": user.id,
-            "email": user.email,
-            "name": user.name,
-            "sync_enabled": user.sync_enabled,
-        }),
-    );
-    data.insert(
-        "exported_at".into(),
-        json!(clock::to_rfc3339(env.now_millis())),
-    );
+    let user_json = json!({
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "sync_enabled": user.sync_enabled,
+    });
     // Under the user's shared lock no push of this user commits midway, so
     // the export is one consistent state even while a device syncs.
     let (rows, _) = db::transaction(conn, |tx| {
@@ -110,13 +102,20 @@ pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
             &|_, _, _| false,
         )
     })?;
+    let mut data = vec![
+        ("user", Out::Json(user_json)),
+        (
+            "exported_at",
+            Out::Json(json!(clock::to_rfc3339(env.now_millis()))),
+        ),
+    ];
     for entity in Entity::ALL {
-        let list: Vec<Value> = rows
+        let list = rows
             .iter()
             .filter(|row| row.entity == entity)
-            .map(|row| row.to_wire())
+            .map(Out::Record)
             .collect();
-        data.insert(entity.bulk_key().into(), Value::Array(list));
+        data.push((entity.bulk_key(), Out::List(list)));
     }
-    Ok(ok(200, Value::Object(data)))
+    Ok(ok_out(200, Out::Object(data)))
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, Ctx};
+use crate::app::{ok_out, Ctx, Out};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -16,7 +16,7 @@ use crate::routes::records::{
     self as pull, parse_limit, parse_sync_token, sync_token, MAX_PULL_LIMIT,
 };
 use crate::routes::session;
-use crate::store::records::{self, Cursor};
+use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::Lock;
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -113,7 +113,7 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
     let claims = session::access_claims(&ctx.env, request)?;
     let writes = matches!(&parsed, Ok(body) if body.batches.iter().any(|b| b.len() > 0));
     let (conn, env) = ctx.conn()?;
-    let data = db::transaction(conn, |tx| {
+    let outcome = db::transaction(conn, |tx| {
         // Writers lock the user row; a pure pull shares it, which still
         // waits for the user's writers so `sync_timestamp` is exact.
         let lock = if writes { Lock::Update } else { Lock::Share };
@@ -170,32 +170,71 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
         };
         pull::record_sync(tx, env, &user, device, position, wrote)?;
 
-        let mut data = Map::new();
-        for entity in Entity::ALL {
-            let mut section = match results.iter().find(|(e, _)| *e == entity) {
-                Some((_, applied)) => applied.to_json(),
-                None => Applied::default().to_json(),
-            };
-            let changes = page
-                .iter()
-                .filter(|row| row.entity == entity)
-                .map(|row| row.to_wire());
-            if let Some(Value::Array(updates)) = section.get_mut("server_updates") {
-                updates.extend(changes);
-            }
-            data.insert(entity.bulk_key().into(), Value::Object(section));
-        }
-        data.insert(
-            "previous_sync_token".into(),
-            sync_token(user.change_counter),
-        );
-        data.insert("sync_token".into(), sync_token(position));
-        data.insert("has_more".into(), json!(has_more));
-        data.insert(
-            "sync_timestamp".into(),
-            json!(clock::to_rfc3339(sync_timestamp)),
-        );
-        Ok(data)
+        Ok(Outcome {
+            results,
+            page,
+            has_more,
+            previous: user.change_counter,
+            position,
+            sync_timestamp,
+        })
     })?;
-    Ok(ok(200, Value::Object(data)))
+
+    let sections: Vec<(&str, Out)> = Entity::ALL
+        .iter()
+        .map(|entity| {
+            let applied = outcome
+                .results
+                .iter()
+                .find(|(e, _)| e == entity)
+                .map(|(_, a)| a);
+            let mut fields = applied.map_or_else(|| Applied::default().to_json(), Applied::to_json);
+            let conflict_results = match fields.remove("server_updates") {
+                Some(Value::Array(values)) => values,
+                _ => Vec::new(),
+            };
+            let mut updates: Vec<Out> = conflict_results.into_iter().map(Out::Json).collect();
+            updates.extend(
+                outcome
+                    .page
+                    .iter()
+                    .filter(|row| row.entity == *entity)
+                    .map(Out::Record),
+            );
+            let mut section: Vec<(&str, Out)> = Vec::new();
+            for key in [
+                "synced",
+                "conflicts",
+                "conflict_details",
+                "errors",
+                "applied",
+            ] {
+                section.push((key, Out::Json(fields.remove(key).unwrap_or(Value::Null))));
+            }
+            section.push(("server_updates", Out::List(updates)));
+            (entity.bulk_key(), Out::Object(section))
+        })
+        .collect();
+    let mut data = sections;
+    data.push((
+        "previous_sync_token",
+        Out::Json(sync_token(outcome.previous)),
+    ));
+    data.push(("sync_token", Out::Json(sync_token(outcome.position))));
+    data.push(("has_more", Out::Json(json!(outcome.has_more))));
+    data.push((
+        "sync_timestamp",
+        Out::Json(json!(clock::to_rfc3339(outcome.sync_timestamp))),
+    ));
+    Ok(ok_out(200, Out::Object(data)))
+}
+
+/// What the bulk's transaction produced, shaped after it commits.
+struct Outcome {
+    results: Vec<(Entity, Applied)>,
+    page: Vec<Pulled>,
+    has_more: bool,
+    previous: u64,
+    position: u64,
+    sync_timestamp: i64,
 }

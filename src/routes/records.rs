@@ -4,7 +4,7 @@
 use mysql::prelude::Queryable;
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, Ctx, Env};
+use crate::app::{ok, ok_out, Ctx, Env, Out};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::routes::body;
@@ -270,12 +270,15 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
     let (rows, has_more) = page;
     let next = next_position(&rows, has_more, cursor, position_if_complete);
     record_sync(conn, env, &user, device, next, false)?;
-    let list: Vec<Value> = rows.iter().map(Pulled::to_wire).collect();
-    let mut data = Map::new();
-    data.insert(entity.list_key().into(), Value::Array(list));
-    data.insert("has_more".into(), json!(has_more));
-    data.insert("next_sync_token".into(), sync_token(next));
-    Ok(ok(200, Value::Object(data)))
+    let list = rows.iter().map(Out::Record).collect();
+    Ok(ok_out(
+        200,
+        Out::Object(vec![
+            (entity.list_key(), Out::List(list)),
+            ("has_more", Out::Json(json!(has_more))),
+            ("next_sync_token", Out::Json(sync_token(next))),
+        ]),
+    ))
 }
 
 /// Where the next page starts: after the last record sent; on a complete

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use mysql::prelude::Queryable;
 use mysql::{Row, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Map};
 
 use crate::error::ApiError;
@@ -17,21 +19,34 @@ use crate::sync::{Entity, Record, Stored};
 /// `max_allowed_packet` (often 16 MiB, sometimes 4).
 const MAX_STATEMENT_DATA_BYTES: usize = 2 * 1024 * 1024;
 
-/// A record as pulled: the content plus its version.
-#[derive(Debug, Clone)]
+/// A record as pulled. `data` is the stored JSON text, sent on as it is:
+/// it was checked when written (and the column is checked JSON), and
+/// parsing it into a tree only to print it again was most of a pull's CPU.
+#[derive(Debug)]
 pub struct Pulled {
     pub entity: Entity,
-    pub record: Record,
+    pub id: String,
+    pub data: Box<RawValue>,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
     pub version: u64,
 }
 
-impl Pulled {
+impl Serialize for Pulled {
     /// The record exactly as a pull returns it.
-    pub fn to_wire(&self) -> serde_json::Value {
-        wire(&self.record, self.version)
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("data", &self.data)?;
+        map.serialize_entry("updated_at", &clock::to_rfc3339(self.updated_at))?;
+        map.serialize_entry("deleted_at", &self.deleted_at.map(clock::to_rfc3339))?;
+        map.serialize_entry("version", &self.version)?;
+        map.end()
     }
 }
 
+/// A record the server holds, as a pull returns it (for records already
+/// parsed: conflict results).
 pub fn wire(record: &Record, version: u64) -> serde_json::Value {
     json!({
         "id": record.id,
@@ -42,19 +57,26 @@ pub fn wire(record: &Record, version: u64) -> serde_json::Value {
     })
 }
 
-fn read_row(entity: Entity, mut row: Row) -> Result<Pulled, ApiError> {
+/// The columns every reader takes, with their conversions.
+struct Columns {
+    id: String,
+    data: Vec<u8>,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+    version: u64,
+}
+
+fn columns(entity: Entity, mut row: Row) -> Result<Columns, ApiError> {
     let unreadable =
         |column: &str| ApiError::Internal(format!("{}.{column} unreadable", entity.table()));
     let id: String = row
         .take_opt(0)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("id"))?;
-    let data_bytes: Vec<u8> = row
+    let data: Vec<u8> = row
         .take_opt(1)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("data"))?;
-    let data: Map<String, serde_json::Value> =
-        serde_json::from_slice(&data_bytes).map_err(|_| unreadable("data"))?;
     let updated_at = row
         .take_opt::<Value, _>(2)
         .and_then(Result::ok)
@@ -68,15 +90,45 @@ fn read_row(entity: Entity, mut row: Row) -> Result<Pulled, ApiError> {
         .take_opt(4)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("version"))?;
+    Ok(Columns {
+        id,
+        data,
+        updated_at,
+        deleted_at,
+        version,
+    })
+}
+
+/// A row for the merge: `data` parsed.
+fn read_stored(entity: Entity, row: Row) -> Result<Stored, ApiError> {
+    let c = columns(entity, row)?;
+    let data: Map<String, serde_json::Value> = serde_json::from_slice(&c.data)
+        .map_err(|_| ApiError::Internal(format!("{}.data is not a JSON object", entity.table())))?;
+    Ok(Stored {
+        record: Record {
+            id: c.id,
+            data,
+            updated_at: c.updated_at,
+            deleted_at: c.deleted_at,
+        },
+        version: c.version,
+    })
+}
+
+/// A row to send on: `data` kept as text.
+fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, ApiError> {
+    let c = columns(entity, row)?;
+    let text = String::from_utf8(c.data)
+        .map_err(|_| ApiError::Internal(format!("{}.data is not UTF-8", entity.table())))?;
+    let data = RawValue::from_string(text)
+        .map_err(|_| ApiError::Internal(format!("{}.data is not JSON", entity.table())))?;
     Ok(Pulled {
         entity,
-        record: Record {
-            id,
-            data,
-            updated_at,
-            deleted_at,
-        },
-        version,
+        id: c.id,
+        data,
+        updated_at: c.updated_at,
+        deleted_at: c.deleted_at,
+        version: c.version,
     })
 }
 
@@ -107,14 +159,8 @@ pub fn lock_existing(
     params.extend(sorted.iter().map(|id| Value::from(*id)));
     let rows: Vec<Row> = conn.exec(sql, params)?;
     for row in rows {
-        let pulled = read_row(entity, row)?;
-        found.insert(
-            pulled.record.id.clone(),
-            Stored {
-                record: pulled.record,
-                version: pulled.version,
-            },
-        );
+        let stored = read_stored(entity, row)?;
+        found.insert(stored.record.id.clone(), stored);
     }
     Ok(found)
 }
@@ -230,8 +276,8 @@ pub fn changes(
         let mut has_more = false;
         let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value, fetch_limit(limit)))?;
         for row in fetched {
-            let pulled = read_row(*entity, row)?;
-            if skip(pulled.entity, &pulled.record.id, pulled.version) {
+            let pulled = read_pulled(*entity, row)?;
+            if skip(pulled.entity, &pulled.id, pulled.version) {
                 continue;
             }
             if rows.len() == limit {
@@ -263,8 +309,8 @@ pub fn changes(
         );
         let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value.clone(), last))?;
         for row in fetched {
-            let pulled = read_row(*entity, row)?;
-            if wanted.contains(&(pulled.entity, pulled.record.id.as_str(), pulled.version)) {
+            let pulled = read_pulled(*entity, row)?;
+            if wanted.contains(&(pulled.entity, pulled.id.as_str(), pulled.version)) {
                 rows.push(pulled);
             }
         }
