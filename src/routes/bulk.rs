@@ -16,7 +16,7 @@ use crate::routes::records::{
     self as pull, parse_limit, parse_sync_token, sync_token, MAX_PULL_LIMIT,
 };
 use crate::routes::session;
-use crate::store::records::{self, Cursor, Pulled};
+use crate::store::records::{self, Cursor, Pulled, Skip};
 use crate::store::users::Lock;
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -152,8 +152,17 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
         let is_own = |entity: Entity, id: &str, version: u64| {
             !own.is_empty() && own.contains(&(entity, id.to_owned(), version))
         };
-        let (page, has_more) =
-            records::changes(tx, &user.id, &Entity::ALL, cursor, body.limit, &is_own)?;
+        let (page, has_more) = records::changes(
+            tx,
+            &user.id,
+            &Entity::ALL,
+            cursor,
+            body.limit,
+            &Skip {
+                skip: &is_own,
+                count: own.len(),
+            },
+        )?;
         // Complete: everything up to the user's position has been sent or
         // was written by this request. Otherwise: up to the last sent.
         let position = match (has_more, page.last()) {

@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::routes::body;
 use crate::routes::push::{self, Batch};
 use crate::routes::session;
-use crate::store::records::{self, Cursor, Pulled};
+use crate::store::records::{self, Cursor, Pulled, Skip};
 use crate::store::users::{Lock, User};
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -246,7 +246,7 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
                     &[entity],
                     cursor.unwrap_or(Cursor::AfterVersion(0)),
                     limit,
-                    &|_, _, _| false,
+                    &Skip::NONE,
                 )?;
                 Ok((page, Some(locked.change_counter)))
             })?
@@ -262,7 +262,7 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
                 &[entity],
                 Cursor::AfterVersion(after),
                 limit,
-                &|_, _, _| false,
+                &Skip::NONE,
             )?;
             (page, None)
         }

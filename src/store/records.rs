@@ -244,9 +244,23 @@ pub struct PageEntry {
     pub id: String,
 }
 
+/// Rows a page leaves out (a bulk's own writes), and how many there are
+/// at most.
+pub struct Skip<'a> {
+    pub skip: &'a dyn Fn(Entity, &str, u64) -> bool,
+    pub count: usize,
+}
+
+impl Skip<'_> {
+    pub const NONE: Skip<'static> = Skip {
+        skip: &|_, _, _| false,
+        count: 0,
+    };
+}
+
 /// The first `limit` changes after the cursor across `entities`, in
-/// ascending version, leaving out the rows `skip` names (a bulk's own
-/// writes), and whether more remain.
+/// ascending version, leaving out the rows `skip` names, and whether more
+/// remain.
 ///
 /// One entity: one statement. Several: first one statement over the five
 /// `(user_id, version)` indexes alone, which covers version and id (no
@@ -263,7 +277,7 @@ pub fn changes(
     entities: &[Entity],
     cursor: Cursor,
     limit: usize,
-    skip: &dyn Fn(Entity, &str, u64) -> bool,
+    skip: &Skip,
 ) -> Result<(Vec<Pulled>, bool), ApiError> {
     let (condition, cursor_value) = cursor_condition(cursor);
     if let [entity] = entities {
@@ -277,7 +291,7 @@ pub fn changes(
         let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value, fetch_limit(limit)))?;
         for row in fetched {
             let pulled = read_pulled(*entity, row)?;
-            if skip(pulled.entity, &pulled.id, pulled.version) {
+            if (skip.skip)(pulled.entity, &pulled.id, pulled.version) {
                 continue;
             }
             if rows.len() == limit {
@@ -289,7 +303,9 @@ pub fn changes(
         return Ok((rows, has_more));
     }
 
-    let page = page_entries(conn, user_id, entities, cursor, limit, skip)?;
+    let page = page_entries(
+        conn, user_id, entities, cursor, limit, skip.skip, skip.count,
+    )?;
     let (entries, has_more) = page;
     let Some(last) = entries.last().map(|entry| entry.version) else {
         return Ok((Vec::new(), has_more));
@@ -340,12 +356,14 @@ fn page_entries(
     cursor: Cursor,
     limit: usize,
     skip: &dyn Fn(Entity, &str, u64) -> bool,
+    skips: usize,
 ) -> Result<(Vec<PageEntry>, bool), ApiError> {
     let (condition, cursor_value) = cursor_condition(cursor);
     let mut entries = Vec::new();
-    // Skipped rows take places in the union's LIMIT: ask again with a
-    // larger one until the page is full or the rows run out.
-    let mut asked = fetch_limit(limit);
+    // Skipped rows take places in the union's LIMIT: ask for room for all
+    // of them at once, and again with a larger one in the rare case that
+    // is not enough (a row skipped twice over by concurrent rewrites).
+    let mut asked = fetch_limit(limit).saturating_add(skips as u64);
     loop {
         let selects: Vec<String> = entities
             .iter()
