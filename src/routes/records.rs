@@ -200,7 +200,9 @@ fn parse_pull_query(request: &Request) -> Result<(Option<Cursor>, usize), ApiErr
             }
         }
     } else if let Some(since) = request.query_param("since") {
-        match clock::parse_rfc3339(since) {
+        // An offset's `+` written unencoded in a URL arrives as a space;
+        // RFC 3339 has no space, so it can only have been that.
+        match clock::parse_rfc3339(&since.replace(' ', "+")) {
             Some(millis) => cursor = Some(Cursor::ReceivedAfter(millis)),
             None => {
                 errors.insert("since".into(), json!("must be RFC 3339 with an offset"));

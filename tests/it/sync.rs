@@ -662,6 +662,11 @@ fn since_returns_writes_received_after_it() {
         .map(|l| l.iter().filter_map(|r| r["id"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(ids, vec![id(2).as_str()]);
+    // An unencoded `+` in the offset (a space once decoded) still parses.
+    let offset = pull(&db, &user, "meals", "since=2024-01-01T12:00:00+02:00")
+        .ok()
+        .clone();
+    assert_eq!(offset["meals"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]
