@@ -17,7 +17,7 @@ use crate::routes::records::{
 };
 use crate::routes::session;
 use crate::store::records::{self, Cursor, Pulled, Skip};
-use crate::store::users::Lock;
+use crate::store::users::{Lock, User};
 use crate::store::{clock, db};
 use crate::sync::Entity;
 
@@ -177,7 +177,12 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
             user.last_write_at
                 .map_or(just_before_now, |last| last.max(just_before_now))
         };
-        pull::record_sync(tx, env, &user, device, position, wrote)?;
+        // A writer records the sync in its own transaction; a pure pull
+        // does it after commit, so its shared lock is never upgraded (two
+        // pulls upgrading at once would deadlock).
+        if wrote {
+            pull::record_sync(tx, env, &user, device, position, wrote)?;
+        }
 
         Ok(Outcome {
             results,
@@ -186,8 +191,12 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
             previous: user.change_counter,
             position,
             sync_timestamp,
+            pull_only: (!wrote).then(|| (user, device.map(str::to_owned))),
         })
     })?;
+    if let Some((user, device)) = &outcome.pull_only {
+        pull::record_sync(conn, env, user, device.as_deref(), outcome.position, false)?;
+    }
 
     let sections: Vec<(&str, Out)> = Entity::ALL
         .iter()
@@ -246,4 +255,6 @@ struct Outcome {
     previous: u64,
     position: u64,
     sync_timestamp: i64,
+    /// For a bulk that wrote nothing: whose sync to record after commit.
+    pull_only: Option<(User, Option<String>)>,
 }
