@@ -412,15 +412,15 @@ mod tests {
         for (key, value) in overrides {
             variables.insert((*key).to_owned(), (*value).to_owned());
         }
-        match parse(&variables) {
-            Ok(_) => panic!("{overrides:?} should fail"),
-            Err(error) => assert_eq!(error.variable, variable, "{overrides:?}: {error}"),
-        }
+        let failed = parse(&variables).err().map(|error| error.variable);
+        assert_eq!(failed.as_deref(), Some(variable), "{overrides:?}");
     }
 
     #[test]
     fn defaults_follow_the_contract() {
-        let config = parse(&base()).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = parse(&base());
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        let Ok(config) = parsed else { return };
         assert_eq!(config.db.port, 3306);
         assert_eq!(config.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(config.max_batch, 1000);
@@ -471,8 +471,9 @@ mod tests {
             file.to_string_lossy().as_bytes().to_vec(),
         );
         let process = vars(&[("MAX_BATCH", "9")]);
-        let merged = gather(&process, Some(&params), &mut EnvFileCache::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let merged = gather(&process, Some(&params), &mut EnvFileCache::default());
+        assert!(merged.is_ok(), "{:?}", merged.err());
+        let merged = merged.unwrap_or_default();
         assert_eq!(merged.get("DB_NAME").map(String::as_str), Some("from_file"));
         assert_eq!(
             merged.get("DB_USER").map(String::as_str),
