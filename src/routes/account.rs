@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::routes::auth::check_name;
 use crate::routes::body::{self, Fields};
 use crate::routes::session;
-use crate::store::records::{self, Cursor, Skip};
+use crate::store::records::{self, Cursor};
 use crate::store::users::{self, Lock, User};
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -98,8 +98,8 @@ pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
             &user.id,
             &Entity::ALL,
             Cursor::AfterVersion(0),
+            u64::MAX,
             usize::MAX,
-            &Skip::NONE,
         )
     })?;
     let mut data = vec![

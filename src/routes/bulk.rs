@@ -2,8 +2,6 @@
 //! transaction, then one page of the changes since the cursor that this
 //! request did not itself write as given.
 
-use std::collections::HashSet;
-
 use serde_json::{json, Map, Value};
 
 use crate::app::{ok_out, Ctx, Out};
@@ -16,7 +14,7 @@ use crate::routes::records::{
     self as pull, parse_limit, parse_sync_token, sync_token, MAX_PULL_LIMIT,
 };
 use crate::routes::session;
-use crate::store::records::{self, Cursor, Pulled, Skip};
+use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{Lock, User};
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -138,31 +136,20 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError>
             records::advance_user(tx, &user.id, counter, received_at, env.now_millis())?;
         }
 
-        // Own writes as given are left out of the page.
-        let own: HashSet<(Entity, String, u64)> = results
-            .iter()
-            .flat_map(|(entity, applied)| {
-                applied
-                    .written
-                    .iter()
-                    .map(move |(id, version)| (*entity, id.clone(), *version))
-            })
-            .collect();
+        // Every version above the position before this request's writes
+        // is one of them: the page stops there.
         let cursor = body.cursor.unwrap_or(Cursor::AfterVersion(0));
-        let is_own = |entity: Entity, id: &str, version: u64| {
-            !own.is_empty() && own.contains(&(entity, id.to_owned(), version))
+        let (page, has_more) = match cursor {
+            Cursor::AfterVersion(after) if after >= user.change_counter => (Vec::new(), false),
+            _ => records::changes(
+                tx,
+                &user.id,
+                &Entity::ALL,
+                cursor,
+                user.change_counter,
+                body.limit,
+            )?,
         };
-        let (page, has_more) = records::changes(
-            tx,
-            &user.id,
-            &Entity::ALL,
-            cursor,
-            body.limit,
-            &Skip {
-                skip: &is_own,
-                count: own.len(),
-            },
-        )?;
         // Complete: everything up to the user's position has been sent or
         // was written by this request. Otherwise: up to the last sent.
         let position = match (has_more, page.last()) {

@@ -227,9 +227,6 @@ pub struct Applied {
     pub conflict_details: Vec<Value>,
     pub server_updates: Vec<Value>,
     pub applied: Vec<Value>,
-    /// `(id, version)` of every row this request wrote, to leave out of
-    /// the bulk's page of changes.
-    pub written: HashSet<(String, u64)>,
 }
 
 impl Applied {
@@ -388,10 +385,6 @@ pub fn apply(
     if !writes.is_empty() {
         records::write_batch(conn, user_id, entity, &writes, received_at)?;
     }
-    result.written = pending
-        .iter()
-        .map(|(record, _, version)| (record.id.clone(), *version))
-        .collect();
     Ok(result)
 }
 

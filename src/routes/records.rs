@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::routes::body;
 use crate::routes::push::{self, Batch};
 use crate::routes::session;
-use crate::store::records::{self, Cursor, Pulled, Skip};
+use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{Lock, User};
 use crate::store::{clock, db};
 use crate::sync::Entity;
@@ -247,8 +247,8 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
                     &user.id,
                     &[entity],
                     cursor.unwrap_or(Cursor::AfterVersion(0)),
+                    u64::MAX,
                     limit,
-                    &Skip::NONE,
                 )?;
                 Ok((page, Some(locked.change_counter)))
             })?
@@ -263,8 +263,8 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
                 &user.id,
                 &[entity],
                 Cursor::AfterVersion(after),
+                u64::MAX,
                 limit,
-                &Skip::NONE,
             )?;
             (page, None)
         }

@@ -237,83 +237,56 @@ pub enum Cursor {
     ReceivedAfter(i64),
 }
 
-/// Which rows a page of changes holds: `(version, entity, id)`.
-pub struct PageEntry {
-    pub version: u64,
-    pub entity: Entity,
-    pub id: String,
+/// Which rows a page of changes holds.
+struct PageEntry {
+    version: u64,
+    entity: Entity,
 }
 
-/// Rows a page leaves out (a bulk's own writes), and how many there are
-/// at most.
-pub struct Skip<'a> {
-    pub skip: &'a dyn Fn(Entity, &str, u64) -> bool,
-    pub count: usize,
-}
-
-impl Skip<'_> {
-    pub const NONE: Skip<'static> = Skip {
-        skip: &|_, _, _| false,
-        count: 0,
-    };
-}
-
-/// The first `limit` changes after the cursor across `entities`, in
-/// ascending version, leaving out the rows `skip` names, and whether more
-/// remain.
+/// The first `limit` changes after the cursor and at or below version
+/// `upto` across `entities`, in ascending version, and whether more
+/// remain. A bulk passes its position before its own writes as `upto`:
+/// every version above it is one this request wrote, which the device
+/// has (as given, or in the conflict results).
 ///
 /// One entity: one statement. Several: first one statement over the five
-/// `(user_id, version)` indexes alone, which covers version and id (no
-/// `data`, so MariaDB keeps the union in memory and reads no row twice),
-/// then each table's rows up to the page's last version. Under READ
-/// COMMITTED one statement sees one snapshot, and versions commit in
-/// order (allocated under the user's lock), so the first statement sees a
-/// prefix of the sequence; no version at or below the page's last can
-/// appear afterwards, and a row rewritten in between has moved above it
-/// and is left for the next page.
+/// `(user_id, version)` indexes alone (no `data`, so MariaDB keeps the
+/// union in memory and reads only what the page needs), then each table's
+/// rows up to the page's last version. Under READ COMMITTED one statement
+/// sees one snapshot, and versions commit in order (allocated under the
+/// user's lock), so the first statement sees a prefix of the sequence; no
+/// version at or below the page's last can appear afterwards, and a row
+/// rewritten in between has moved above it and is left for the next page.
 pub fn changes(
     conn: &mut impl Queryable,
     user_id: &str,
     entities: &[Entity],
     cursor: Cursor,
+    upto: u64,
     limit: usize,
-    skip: &Skip,
 ) -> Result<(Vec<Pulled>, bool), ApiError> {
     let (condition, cursor_value) = cursor_condition(cursor);
     if let [entity] = entities {
-        // Rows to skip are read and dropped: a bulk on one entity is rare.
         let sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} ORDER BY version LIMIT ?",
+            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND version <= ? \
+             ORDER BY version LIMIT ?",
             entity.table()
         );
-        let mut rows = Vec::new();
-        let mut has_more = false;
-        let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value, fetch_limit(limit)))?;
-        for row in fetched {
-            let pulled = read_pulled(*entity, row)?;
-            if (skip.skip)(pulled.entity, &pulled.id, pulled.version) {
-                continue;
-            }
-            if rows.len() == limit {
-                has_more = true;
-                break;
-            }
-            rows.push(pulled);
-        }
+        let fetched: Vec<Row> =
+            conn.exec(sql, (user_id, cursor_value, upto, fetch_limit(limit)))?;
+        let mut rows = fetched
+            .into_iter()
+            .map(|row| read_pulled(*entity, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
         return Ok((rows, has_more));
     }
 
-    let page = page_entries(
-        conn, user_id, entities, cursor, limit, skip.skip, skip.count,
-    )?;
-    let (entries, has_more) = page;
+    let (entries, has_more) = page_entries(conn, user_id, entities, cursor, upto, limit)?;
     let Some(last) = entries.last().map(|entry| entry.version) else {
         return Ok((Vec::new(), has_more));
     };
-    let wanted: std::collections::HashSet<(Entity, &str, u64)> = entries
-        .iter()
-        .map(|e| (e.entity, e.id.as_str(), e.version))
-        .collect();
     let mut rows = Vec::with_capacity(entries.len());
     for entity in entities {
         if !entries.iter().any(|entry| entry.entity == *entity) {
@@ -325,10 +298,7 @@ pub fn changes(
         );
         let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value.clone(), last))?;
         for row in fetched {
-            let pulled = read_pulled(*entity, row)?;
-            if wanted.contains(&(pulled.entity, pulled.id.as_str(), pulled.version)) {
-                rows.push(pulled);
-            }
+            rows.push(read_pulled(*entity, row)?);
         }
     }
     rows.sort_by_key(|row| row.version);
@@ -347,70 +317,52 @@ fn cursor_condition(cursor: Cursor) -> (&'static str, Value) {
     }
 }
 
-/// The page's rows, by index alone: one more than `limit` after the
-/// skipped ones, to know whether more remain.
+/// The page's rows, by index alone: one more than `limit`, to know
+/// whether more remain.
 fn page_entries(
     conn: &mut impl Queryable,
     user_id: &str,
     entities: &[Entity],
     cursor: Cursor,
+    upto: u64,
     limit: usize,
-    skip: &dyn Fn(Entity, &str, u64) -> bool,
-    skips: usize,
 ) -> Result<(Vec<PageEntry>, bool), ApiError> {
     let (condition, cursor_value) = cursor_condition(cursor);
-    let mut entries = Vec::new();
-    // Skipped rows take places in the union's LIMIT: ask for room for all
-    // of them at once, and again with a larger one in the rare case that
-    // is not enough (a row skipped twice over by concurrent rewrites).
-    let mut asked = fetch_limit(limit).saturating_add(skips as u64);
-    loop {
-        let selects: Vec<String> = entities
-            .iter()
-            .enumerate()
-            .map(|(index, entity)| {
-                format!(
-                    "(SELECT version, {index} AS entity, id FROM {} WHERE user_id = ? AND {condition} \
-                     ORDER BY version LIMIT ?)",
-                    entity.table()
-                )
-            })
-            .collect();
-        let sql = format!("{} ORDER BY version LIMIT ?", selects.join(" UNION ALL "));
-        let mut params = Vec::with_capacity(entities.len() * 3 + 1);
-        for _ in entities {
-            params.push(Value::from(user_id));
-            params.push(cursor_value.clone());
-            params.push(Value::from(asked));
-        }
+    let asked = fetch_limit(limit);
+    let selects: Vec<String> = entities
+        .iter()
+        .enumerate()
+        .map(|(index, entity)| {
+            format!(
+                "(SELECT version, {index} AS entity FROM {} WHERE user_id = ? AND {condition} \
+                 AND version <= ? ORDER BY version LIMIT ?)",
+                entity.table()
+            )
+        })
+        .collect();
+    let sql = format!("{} ORDER BY version LIMIT ?", selects.join(" UNION ALL "));
+    let mut params = Vec::with_capacity(entities.len() * 4 + 1);
+    for _ in entities {
+        params.push(Value::from(user_id));
+        params.push(cursor_value.clone());
+        params.push(Value::from(upto));
         params.push(Value::from(asked));
-        let fetched: Vec<(u64, usize, String)> = conn.exec(sql, params)?;
-        let exhausted = (fetched.len() as u64) < asked;
-        entries.clear();
-        let mut has_more = false;
-        for (version, index, id) in fetched {
-            let entity = entities
+    }
+    params.push(Value::from(asked));
+    let fetched: Vec<(u64, usize)> = conn.exec(sql, params)?;
+    let mut entries: Vec<PageEntry> = fetched
+        .into_iter()
+        .map(|(version, index)| PageEntry {
+            version,
+            entity: entities
                 .get(index)
                 .copied()
-                .unwrap_or(Entity::HealthMetrics);
-            if skip(entity, &id, version) {
-                continue;
-            }
-            if entries.len() == limit {
-                has_more = true;
-                break;
-            }
-            entries.push(PageEntry {
-                version,
-                entity,
-                id,
-            });
-        }
-        if has_more || exhausted {
-            return Ok((entries, has_more));
-        }
-        asked = asked.saturating_mul(2);
-    }
+                .unwrap_or(Entity::HealthMetrics),
+        })
+        .collect();
+    let has_more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok((entries, has_more))
 }
 
 /// Per entity: `(records including tombstones, live records, highest

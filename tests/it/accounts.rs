@@ -4,7 +4,7 @@
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::support::{register, TestDb, User, SECRET};
+use crate::support::{register, start_of_a_rate_limit_window, TestDb, User, SECRET};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -724,6 +724,7 @@ fn delete_account_needs_the_password_then_erases_every_row_of_the_user() {
 fn the_request_over_the_per_user_limit_is_429_until_the_window_resets() {
     let mut db = TestDb::new();
     db.set("RATE_LIMIT_PER_MINUTE", "3");
+    start_of_a_rate_limit_window();
     let user = register(&db, "rita@example.com");
     for remaining in [2, 1, 0] {
         let response = db.get("/api/meals").token(&user.token).send();
@@ -761,6 +762,7 @@ fn the_request_over_the_per_user_limit_is_429_until_the_window_resets() {
 fn auth_routes_are_limited_per_address_and_per_email() {
     let mut db = TestDb::new();
     db.set("AUTH_RATE_LIMIT_PER_MINUTE", "3");
+    start_of_a_rate_limit_window();
     let login = |email: &str, address: &str| {
         db.post(
             "/api/auth/login",
@@ -809,6 +811,7 @@ fn a_counter_that_cannot_be_written_fails_the_request_closed() {
 #[test]
 fn ended_rate_limit_windows_are_deleted_without_a_cron_job() {
     let db = TestDb::new();
+    start_of_a_rate_limit_window();
     db.exec("INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a:old1', 0, 5), ('u:old2', 60, 9)");
     let current = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
     db.exec(&format!(

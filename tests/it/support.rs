@@ -422,3 +422,15 @@ pub fn parse_ms(text: &str) -> i64 {
         .unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"));
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+/// Rate limits count in fixed one-minute windows: a test that counts
+/// requests against a limit starts early in a window, so a window that
+/// ends midway cannot reset its count.
+pub fn start_of_a_rate_limit_window() {
+    let second = time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .rem_euclid(60);
+    if second > 45 {
+        std::thread::sleep(std::time::Duration::from_secs((61 - second) as u64));
+    }
+}
