@@ -58,10 +58,7 @@ fn parse_body(request: &Request, config: &Config, now: i64) -> Result<BulkBody, 
                     errors.insert(key, json!("must be RFC 3339 with an offset"));
                 }
             },
-            "limit" => match value
-                .as_u64()
-                .map(|n| parse_limit(&n.to_string(), MAX_PULL_LIMIT))
-            {
+            "limit" => match value.as_u64().map(|n| parse_limit(&n.to_string())) {
                 Some(Ok(value)) => limit = value,
                 _ => {
                     errors.insert(

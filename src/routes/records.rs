@@ -35,8 +35,7 @@ pub fn parse_sync_token(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-pub fn parse_limit(text: &str, default: usize) -> Result<usize, String> {
-    let _ = default;
+pub fn parse_limit(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(limit)
             if (1..=MAX_PULL_LIMIT).contains(&limit)
@@ -211,7 +210,7 @@ fn parse_pull_query(request: &Request) -> Result<(Option<Cursor>, usize), ApiErr
     }
     let mut limit = DEFAULT_PULL_LIMIT;
     if let Some(text) = request.query_param("limit") {
-        match parse_limit(text, DEFAULT_PULL_LIMIT) {
+        match parse_limit(text) {
             Ok(value) => limit = value,
             Err(message) => {
                 errors.insert("limit".into(), json!(message));
@@ -345,10 +344,10 @@ mod tests {
 
     #[test]
     fn limits_are_checked_never_clamped() {
-        assert_eq!(parse_limit("1", 100), Ok(1));
-        assert_eq!(parse_limit("1000", 100), Ok(1000));
+        assert_eq!(parse_limit("1"), Ok(1));
+        assert_eq!(parse_limit("1000"), Ok(1000));
         for bad in ["0", "1001", "-5", "abc", "", "+5", "5.0"] {
-            assert!(parse_limit(bad, 100).is_err(), "{bad:?}");
+            assert!(parse_limit(bad).is_err(), "{bad:?}");
         }
     }
 }

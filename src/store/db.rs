@@ -135,11 +135,10 @@ pub fn transaction<T>(
     loop {
         let outcome = run_once(conn, &mut work);
         match outcome {
-            Err(ApiError::Contention(cause)) if attempt < TRANSACTION_ATTEMPTS => {
+            Err(ApiError::Contention(_)) if attempt < TRANSACTION_ATTEMPTS => {
                 attempt += 1;
                 // A short, growing pause lets the other transaction finish.
                 std::thread::sleep(Duration::from_millis(5 * u64::from(attempt)));
-                let _ = cause;
             }
             Err(ApiError::Contention(cause)) => {
                 return Err(ApiError::Contention(format!(
