@@ -884,3 +884,27 @@ fn a_bulk_page_leaves_out_its_own_writes_however_many_come_first() {
         (json!(false), json!("36"))
     );
 }
+
+#[test]
+fn a_bad_device_id_is_a_validation_error_and_stores_nothing() {
+    let (db, user) = setup();
+    let long = "d".repeat(129);
+    for bad in [long.as_str(), "phone\u{7}"] {
+        db.post(
+            "/api/meals/sync",
+            &json!({"meals": [rec(&id(1), json!({}), T1)]}),
+        )
+        .token(&user.token)
+        .var("HTTP_X_DEVICE_ID", bad)
+        .send()
+        .expect(400, "VALIDATION_ERROR");
+        pull(&db, &user, "meals", "").ok();
+        db.get("/api/meals")
+            .token(&user.token)
+            .var("HTTP_X_DEVICE_ID", bad)
+            .send()
+            .expect(400, "VALIDATION_ERROR");
+    }
+    assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 0);
+    assert_eq!(db.count("SELECT COUNT(*) FROM sync_status"), 0);
+}
