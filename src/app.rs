@@ -142,7 +142,7 @@ fn check_and_dispatch(
 
 /// A success envelope.
 pub fn ok(status: u16, data: Value) -> Response {
-    Response::json(status, &json!({"success": true, "data": data}))
+    ok_out(status, Out::Json(data))
 }
 
 /// A response tree whose leaves may be pulled records, which carry their

@@ -139,8 +139,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
             let _ = read_rest(stdin);
             Body::Truncated
         }
-        Some(Ok(length)) => http::read_body(stdin, Some(length), max_body),
-        None => http::read_body(stdin, None, max_body),
+        length => http::read_body(stdin, length.and_then(Result::ok), max_body),
     };
     let mut request = Request::from_params(params, body);
     request.argv_len = worker.argv_len;

@@ -234,6 +234,7 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
     }
     check_cursor(&user, cursor)?;
 
+    let from = cursor.unwrap_or(Cursor::AfterVersion(0));
     let (page, position_if_complete) = match cursor {
         Some(Cursor::ReceivedAfter(_)) => {
             // A shared lock on the user row waits for the user's writers
@@ -241,32 +242,14 @@ pub fn get_records(ctx: &mut Ctx, request: &Request, entity: Entity) -> Result<R
             // visible and none still to come can get one.
             db::transaction(conn, |tx| {
                 let locked = session::load_user(tx, &claims, Lock::Share)?;
-                let page = records::changes(
-                    tx,
-                    &user.id,
-                    &[entity],
-                    cursor.unwrap_or(Cursor::AfterVersion(0)),
-                    u64::MAX,
-                    limit,
-                )?;
+                let page = records::changes(tx, &user.id, &[entity], from, u64::MAX, limit)?;
                 Ok((page, Some(locked.change_counter)))
             })?
         }
-        _ => {
-            let after = match cursor {
-                Some(Cursor::AfterVersion(version)) => version,
-                _ => 0,
-            };
-            let page = records::changes(
-                conn,
-                &user.id,
-                &[entity],
-                Cursor::AfterVersion(after),
-                u64::MAX,
-                limit,
-            )?;
-            (page, None)
-        }
+        _ => (
+            records::changes(conn, &user.id, &[entity], from, u64::MAX, limit)?,
+            None,
+        ),
     };
     let (rows, has_more) = page;
     let next = next_position(&rows, has_more, cursor, position_if_complete);
