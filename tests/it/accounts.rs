@@ -721,6 +721,7 @@ fn delete_account_needs_the_password_then_erases_every_row_of_the_user() {
 // ---- rate limits ----------------------------------------------------------
 
 #[test]
+#[ignore = "slow: waits up to 15 s for the start of a rate-limit window (deploy/test runs it)"]
 fn the_request_over_the_per_user_limit_is_429_until_the_window_resets() {
     let mut db = TestDb::new();
     db.set("RATE_LIMIT_PER_MINUTE", "3");
@@ -759,6 +760,7 @@ fn the_request_over_the_per_user_limit_is_429_until_the_window_resets() {
 }
 
 #[test]
+#[ignore = "slow: waits up to 15 s for the start of a rate-limit window (deploy/test runs it)"]
 fn auth_routes_are_limited_per_address_and_per_email() {
     let mut db = TestDb::new();
     db.set("AUTH_RATE_LIMIT_PER_MINUTE", "3");
@@ -809,6 +811,7 @@ fn a_counter_that_cannot_be_written_fails_the_request_closed() {
 }
 
 #[test]
+#[ignore = "slow: waits up to 15 s for the start of a rate-limit window (deploy/test runs it)"]
 fn ended_rate_limit_windows_are_deleted_without_a_cron_job() {
     let db = TestDb::new();
     start_of_a_rate_limit_window();
