@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::config::{self, Config, EnvFileCache, ENV_FILE_VARIABLE};
-use crate::store::{clock, db, migrate, purge};
+use crate::store::{clock, db, health, migrate, purge};
 
 const USAGE: &str = "\
 healthsync: sync backend for the health app (CGI/FastCGI binary)
@@ -76,9 +76,7 @@ fn run_migrate() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "healthsync migrate: cannot reach MySQL at {}:{} ({})",
-                config.db.host,
-                config.db.port,
-                error.internal_cause().unwrap_or("unknown error")
+                config.db.host, config.db.port, error.cause
             );
             return ExitCode::from(1);
         }
@@ -168,12 +166,11 @@ fn run_check() -> ExitCode {
                 config.db.host,
                 config.db.port,
                 config.db.user,
-                error.internal_cause().unwrap_or("unknown error")
+                error.cause
             ),
         ),
         Ok(mut conn) => {
-            use mysql::prelude::Queryable;
-            let version: Option<String> = conn.query_first("SELECT VERSION()").ok().flatten();
+            let version = health::server_version(&mut conn).ok().flatten();
             report(
                 "ok",
                 format!(
@@ -205,7 +202,7 @@ fn run_check() -> ExitCode {
                 ),
                 Err(error) => report(
                     "FAIL",
-                    format!("cannot read the schema state: {}", error.internal_cause().unwrap_or("?")),
+                    format!("cannot read the schema state: {}", error.cause),
                 ),
             }
         }
@@ -295,10 +292,7 @@ fn run_purge() -> ExitCode {
     let mut conn = match db::connect(&config.db) {
         Ok(conn) => conn,
         Err(error) => {
-            eprintln!(
-                "healthsync purge: cannot reach MySQL ({})",
-                error.internal_cause().unwrap_or("?")
-            );
+            eprintln!("healthsync purge: cannot reach MySQL ({})", error.cause);
             return ExitCode::from(1);
         }
     };
@@ -328,10 +322,7 @@ fn run_purge() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!(
-                "healthsync purge: {}",
-                error.internal_cause().unwrap_or(error.code())
-            );
+            eprintln!("healthsync purge: {}", error.cause);
             ExitCode::from(1)
         }
     }

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::store::db::{StoreError, StoreErrorKind, TxError};
+
 /// Seconds a client should wait before retrying after a database fault.
 pub const RETRY_AFTER_UNAVAILABLE_SECS: u32 = 2;
 
@@ -152,29 +154,22 @@ impl ApiError {
     }
 }
 
-/// MySQL error codes that mean "run the whole transaction again".
-pub const ER_LOCK_DEADLOCK: u16 = 1213;
-pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-
-impl From<mysql::Error> for ApiError {
-    /// A database fault is a 503, never a 500: the server being unreachable,
-    /// refusing us, dropping the connection, running out of connections or
-    /// locks. Only errors that can only be our own bug (a malformed
-    /// statement, a type mismatch in a row) are 500s.
-    fn from(error: mysql::Error) -> ApiError {
-        let cause = format!("mysql: {error}");
-        match &error {
-            mysql::Error::MySqlError(e) => match e.code {
-                ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT => ApiError::Contention(cause),
-                // Syntax, unknown column, wrong arguments: a bug in our SQL.
-                1064 | 1054 | 1210 => ApiError::Internal(cause),
-                _ => ApiError::Unavailable(cause),
-            },
-            mysql::Error::FromValueError(_) | mysql::Error::FromRowError(_) => {
-                ApiError::Internal(cause)
-            }
-            _ => ApiError::Unavailable(cause),
+impl From<StoreError> for ApiError {
+    /// The one place a store error gets its HTTP meaning: a database
+    /// fault is a 503 (retried first when it is contention), never a 500;
+    /// only the binary's own bug is a 500.
+    fn from(error: StoreError) -> ApiError {
+        match error.kind {
+            StoreErrorKind::Contention => ApiError::Contention(error.cause),
+            StoreErrorKind::Unavailable => ApiError::Unavailable(error.cause),
+            StoreErrorKind::Broken => ApiError::Internal(error.cause),
         }
+    }
+}
+
+impl TxError for ApiError {
+    fn is_contention(&self) -> bool {
+        matches!(self, ApiError::Contention(_))
     }
 }
 

@@ -40,6 +40,17 @@ pub fn request(line: Line) {
     write_line(&record);
 }
 
+/// A line about the process rather than a request (a broken FastCGI
+/// connection, an accept that failed).
+pub fn event(level: LogLevel, message: &str) {
+    let record = json!({
+        "ts": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        "level": level_name(level),
+        "event": message,
+    });
+    write_line(&record);
+}
+
 fn level_name(level: LogLevel) -> &'static str {
     match level {
         LogLevel::Error => "error",

@@ -3,28 +3,18 @@
 //! `catch_unwind`, and writes the buffered response once. The only module
 //! that touches the process environment and stdio.
 
-mod app;
-mod auth;
-mod cli;
-mod config;
-mod error;
-mod http;
-mod log;
-mod route;
-mod routes;
-mod store;
-mod sync;
-
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use config::{EnvFileCache, Variables};
-use error::ApiError;
-use http::{Body, Params, Request};
-use store::db::DbSlot;
+use healthsync::config::{self, EnvFileCache, Variables};
+use healthsync::ctx::{Ctx, Seen};
+use healthsync::error::ApiError;
+use healthsync::http::{self, Body, Params, Request};
+use healthsync::reply::{self, Timing};
+use healthsync::store::db::DbSlot;
+use healthsync::{app, cli, fcgi, log, route};
 
 fn main() -> ExitCode {
     if fd0_is_listening_socket() {
@@ -97,21 +87,36 @@ fn run_cgi() {
     let _ = stdout.flush();
 }
 
+/// The most body bytes a FastCGI request is buffered with: above any
+/// sensible `MAX_BODY_BYTES` (which is checked per request, from params
+/// that only arrive with the request), and above what mod_fcgid's
+/// `FcgidMaxRequestLen` lets through on a shared host.
+const FASTCGI_MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Requests one after another on this thread: mod_fcgid sends one request
+/// per connection and one connection at a time per process, so a thread
+/// per connection would only cost a spawn and cold caches per request.
 fn run_fastcgi() {
-    let worker = Mutex::new(Worker::new("fastcgi"));
-    fastcgi::run(move |mut request| {
-        let mut params = Params::new();
-        for (key, value) in request.params() {
-            params.insert(key.into_bytes(), value.into_bytes());
-        }
-        // mod_fcgid sends one request at a time per process; the lock is
-        // never contended. A panic is caught inside `serve`, so the lock
-        // is not poisoned by one; if it were, the state is still usable
-        // (the connection is reset after a panic).
-        let mut worker = worker.lock().unwrap_or_else(PoisonError::into_inner);
-        let output = serve(&mut worker, &params, &mut request.stdin());
-        let _ = request.stdout().write_all(&output);
-    });
+    let mut worker = Worker::new("fastcgi");
+    let served = fcgi::run(
+        FASTCGI_MAX_BODY,
+        |pairs, body| {
+            let mut params = Params::new();
+            for (key, value) in pairs {
+                params.insert(key.clone(), value.clone());
+            }
+            serve(&mut worker, &params, body)
+        },
+        |error| {
+            log::event(
+                config::LogLevel::Warn,
+                &format!("fastcgi connection: {error}"),
+            )
+        },
+    );
+    if let Err(error) = served {
+        log::event(config::LogLevel::Error, &format!("fastcgi accept: {error}"));
+    }
 }
 
 /// One request, start to finish. Never panics outward: a panic in a route
@@ -148,8 +153,19 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
         Ok(config) => config,
         Err(problem) => {
             let error = ApiError::Internal(problem.to_string());
-            let mut response = app::error_response(&error);
-            app::finalize(&mut response, None, Some(&request), &request_id, None);
+            let mut response = reply::error_response(&error);
+            let timing = Timing {
+                total: started.elapsed(),
+                db: None,
+            };
+            reply::finalize(
+                &mut response,
+                None,
+                Some(&request),
+                &request_id,
+                &Seen::default(),
+                timing,
+            );
             log::request(log::Line {
                 level: config::LogLevel::Error,
                 request_id: &request_id,
@@ -164,13 +180,12 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
         }
     };
 
-    let mut ctx = app::Ctx::new(&config, &mut worker.db, worker.mode);
     let handled = catch_unwind(AssertUnwindSafe(|| {
-        let outcome = app::handle(&mut ctx, &request);
-        (outcome, ctx.env.rate_limit.get(), ctx.env.user_id.take())
+        let mut ctx = Ctx::new(&config, &mut worker.db, worker.mode);
+        app::handle(&mut ctx, &request)
     }));
-    let (outcome, rate_limit, user_id) = match handled {
-        Ok(result) => result,
+    let outcome = match handled {
+        Ok(outcome) => outcome,
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
@@ -179,27 +194,34 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
                 .unwrap_or_else(|| "non-string panic payload".into());
             let error = ApiError::Internal(format!("panic: {message}"));
             let outcome = app::Outcome {
-                response: app::error_response(&error),
+                response: reply::error_response(&error),
                 route: route::parse(&request.method, &request.path).ok(),
                 cause: error.internal_cause().map(str::to_owned),
+                seen: Seen::default(),
             };
             // The connection may hold an open transaction in an unknown
             // state: dropping it rolls the transaction back.
             worker.db.reset();
-            (outcome, None, None)
+            outcome
         }
     };
+    let db_time = worker.db.take_spent();
     if matches!(outcome.response.status, 503) {
         // A connection-level fault leaves the kept connection unusable.
         worker.db.reset();
     }
     let mut response = outcome.response;
-    app::finalize(
+    let timing = Timing {
+        total: started.elapsed(),
+        db: db_time,
+    };
+    reply::finalize(
         &mut response,
         Some(&config),
         Some(&request),
         &request_id,
-        rate_limit,
+        &outcome.seen,
+        timing,
     );
     let level = match response.status {
         500.. => config::LogLevel::Error,
@@ -213,7 +235,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
             route: outcome.route,
             status: response.status,
             started,
-            user_id: user_id.as_deref(),
+            user_id: outcome.seen.user_id.as_deref(),
             cause: outcome.cause.as_deref(),
         });
     }

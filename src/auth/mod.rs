@@ -1,7 +1,9 @@
 //! Who is calling: access and refresh tokens (`tokens`), passwords
-//! (`password`), and rate limits (`ratelimit`). No SQL here; counters and
-//! token rows are in `store/`.
+//! (`password`), rate limits (`ratelimit`), and the opening every
+//! authenticated route shares (`session`: token, user, limit). No SQL
+//! here; counters, users and token rows are in `store/`.
 
 pub mod password;
 pub mod ratelimit;
+pub mod session;
 pub mod tokens;

@@ -3,10 +3,10 @@
 //! address and per email on `/auth/*`. A counter that cannot be written
 //! fails the request closed (503), never open.
 
-use mysql::prelude::Queryable;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, RateLimitState};
+use crate::store::db::{Db, StoreError};
 use crate::store::ratelimit;
 
 const WINDOW_SECS: i64 = 60;
@@ -29,28 +29,43 @@ pub fn email_bucket(normalized_email: &str) -> Vec<u8> {
     key
 }
 
-/// Counts a hit and fails with 429 over `limit`. Returns the state for the
-/// `RateLimit-*` headers. The first hit of a bucket in a new window also
-/// deletes every ended window's counter, so the table stays as small as
-/// the set of recent clients without a cron job.
-pub fn check(
-    conn: &mut impl Queryable,
-    bucket: &[u8],
-    limit: u32,
-    now_secs: i64,
-) -> Result<RateLimitState, ApiError> {
-    let window_start = now_secs - now_secs.rem_euclid(WINDOW_SECS);
-    let hits = ratelimit::hit(conn, bucket, window_start).map_err(fail_closed)?;
-    if hits == 1 {
-        ratelimit::delete_expired(conn, window_start).map_err(fail_closed)?;
+/// The window a moment falls in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Unix seconds of the window's start.
+    pub start: i64,
+    /// Seconds until the next window, at least 1.
+    pub reset_secs: u32,
+}
+
+pub fn window(now_secs: i64) -> Window {
+    let start = now_secs - now_secs.rem_euclid(WINDOW_SECS);
+    Window {
+        start,
+        reset_secs: u32::try_from(start + WINDOW_SECS - now_secs)
+            .unwrap_or(1)
+            .max(1),
     }
-    let reset_secs = u32::try_from(window_start + WINDOW_SECS - now_secs)
-        .unwrap_or(1)
-        .max(1);
+}
+
+/// The verdict on a count of hits: the `RateLimit-*` state, or 429. The
+/// first hit of a bucket in a new window also deletes every ended
+/// window's counter, so the table stays as small as the set of recent
+/// clients without a cron job.
+pub fn judge(
+    db: &mut Db,
+    hits: Result<u32, StoreError>,
+    limit: u32,
+    window: Window,
+) -> Result<RateLimitState, ApiError> {
+    let hits = hits.map_err(fail_closed)?;
+    if hits == 1 {
+        ratelimit::delete_expired(db, window.start).map_err(fail_closed)?;
+    }
     let state = RateLimitState {
         limit,
         remaining: limit.saturating_sub(hits),
-        reset_secs,
+        reset_secs: window.reset_secs,
     };
     if hits > limit {
         return Err(ApiError::RateLimited(state));
@@ -58,13 +73,20 @@ pub fn check(
     Ok(state)
 }
 
+/// Counts a hit in its own statement and judges it.
+pub fn check(
+    db: &mut Db,
+    bucket: &[u8],
+    limit: u32,
+    now_secs: i64,
+) -> Result<RateLimitState, ApiError> {
+    let window = window(now_secs);
+    let hits = ratelimit::hit(db, bucket, window.start);
+    judge(db, hits, limit, window)
+}
+
 /// Whatever went wrong writing a counter, the request is refused: a limit
 /// that silently stops counting protects nothing.
-fn fail_closed(error: ApiError) -> ApiError {
-    match error {
-        ApiError::Internal(cause) | ApiError::Unavailable(cause) | ApiError::Contention(cause) => {
-            ApiError::Unavailable(format!("rate-limit counter: {cause}"))
-        }
-        other => other,
-    }
+fn fail_closed(error: StoreError) -> ApiError {
+    ApiError::Unavailable(format!("rate-limit counter: {}", error.cause))
 }

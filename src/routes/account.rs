@@ -3,24 +3,25 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, ok_out, Ctx, Out};
-use crate::auth::{password, ratelimit};
+use crate::auth::{password, ratelimit, session};
+use crate::ctx::{Ctx, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
+use crate::reply::ok;
 use crate::routes::auth::check_name;
 use crate::routes::body::{self, Fields};
-use crate::routes::session;
-use crate::store::records::{self, Cursor};
+use crate::store::clock;
+use crate::store::db::{self, Db};
+use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{self, Lock, User};
-use crate::store::{clock, db};
 use crate::sync::Entity;
 
-fn account_json(conn: &mut mysql::Conn, user: &User) -> Result<Value, ApiError> {
+fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
     let mut counts = Map::new();
-    for (entity, _total, live, _max) in records::counts(conn, &user.id)? {
+    for (entity, _total, live, _max) in records::counts(db, &user.id)? {
         counts.insert(entity.bulk_key().into(), json!(live));
     }
-    let devices: Vec<Value> = records::devices(conn, &user.id)?
+    let devices: Vec<Value> = records::devices(db, &user.id)?
         .into_iter()
         .map(|(device_id, at)| json!({"device_id": device_id, "last_sync_at": clock::to_rfc3339(at)}))
         .collect();
@@ -33,14 +34,22 @@ fn account_json(conn: &mut mysql::Conn, user: &User) -> Result<Value, ApiError> 
     }))
 }
 
-pub fn get_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, _, _, user) = session::open(ctx, request)?;
+pub fn get_account(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
-    Ok(ok(200, account_json(conn, &user)?))
+    Ok(ok(200, &account_json(opened.db, &opened.user)?))
 }
 
-pub fn patch_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env, claims, user) = session::open(ctx, request)?;
+pub fn patch_account(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let opened = session::open(ctx, request, seen)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let name = fields
@@ -51,17 +60,23 @@ pub fn patch_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
     }
     let sync_enabled = fields.optional_bool(&body, "sync_enabled");
     fields.finish()?;
-    let now = env.now_millis();
-    let user = db::transaction(conn, |tx| {
-        session::load_user(tx, &claims, Lock::Update)?;
-        users::update_profile(tx, &user.id, name.as_deref(), sync_enabled, now)?;
-        session::load_user(tx, &claims, Lock::None)
+    let now = opened.env.now_millis();
+    let claims = &opened.claims;
+    let user_id = &opened.user.id;
+    let user = db::transaction(opened.db, |tx, _attempt| {
+        session::load_user(tx, claims, Lock::Update)?;
+        users::update_profile(tx, user_id, name.as_deref(), sync_enabled, now)?;
+        session::load_user(tx, claims, Lock::None)
     })?;
-    Ok(ok(200, account_json(conn, &user)?))
+    Ok(ok(200, &account_json(opened.db, &user)?))
 }
 
-pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, _, claims, user) = session::open(ctx, request)?;
+pub fn delete_account(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let opened = session::open(ctx, request, seen)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let given = fields.string(&body, "password");
@@ -69,53 +84,76 @@ pub fn delete_account(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiE
     let Some(given) = given else {
         return Err(ApiError::Internal("validated password missing".into()));
     };
-    if !password::verify(&given, &user.password_hash) {
+    if !password::verify(&given, &opened.user.password_hash) {
         return Err(ApiError::field("password", "is not the account's password"));
     }
-    let email_bucket = ratelimit::email_bucket(&user.email);
-    db::transaction(conn, |tx| {
-        let locked = session::load_user(tx, &claims, Lock::Update)?;
-        users::erase(tx, &locked, &email_bucket)
+    let email_bucket = ratelimit::email_bucket(&opened.user.email);
+    let claims = &opened.claims;
+    db::transaction(opened.db, |tx, _attempt| {
+        let locked = session::load_user(tx, claims, Lock::Update)?;
+        Ok::<(), ApiError>(users::erase(tx, &locked, &email_bucket)?)
     })?;
-    Ok(ok(200, json!({"erased": true})))
+    Ok(ok(200, &json!({"erased": true})))
 }
 
-pub fn get_export(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env, claims, user) = session::open(ctx, request)?;
+pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
+    let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
-    let user_json = json!({
-        "id": user.id,
-        "email": user.email,
-        "name": user.name,
-        "sync_enabled": user.sync_enabled,
-    });
+    let user = &opened.user;
+    let claims = &opened.claims;
     // Under the user's shared lock no push of this user commits midway, so
     // the export is one consistent state even while a device syncs.
-    let (rows, _) = db::transaction(conn, |tx| {
-        session::load_user(tx, &claims, Lock::Share)?;
-        records::changes(
+    let (rows, _) = db::transaction(opened.db, |tx, _attempt| {
+        session::load_user(tx, claims, Lock::Share)?;
+        Ok::<_, ApiError>(records::changes(
             tx,
             &user.id,
             &Entity::ALL,
             Cursor::AfterVersion(0),
             u64::MAX,
             usize::MAX,
-        )
+        )?)
     })?;
-    let mut data = vec![
-        ("user", Out::Json(user_json)),
-        (
-            "exported_at",
-            Out::Json(json!(clock::to_rfc3339(env.now_millis()))),
-        ),
-    ];
-    for entity in Entity::ALL {
-        let list = rows
-            .iter()
-            .filter(|row| row.entity == entity)
-            .map(Out::Record)
-            .collect();
-        data.push((entity.bulk_key(), Out::List(list)));
+    Ok(ok(
+        200,
+        &Export {
+            user,
+            exported_at: opened.env.now_millis(),
+            rows: &rows,
+        },
+    ))
+}
+
+/// `GET /account/export`: the user, the time, every record by entity.
+struct Export<'a> {
+    user: &'a User,
+    exported_at: i64,
+    rows: &'a [Pulled],
+}
+
+impl serde::Serialize for Export<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct OfEntity<'a>(Entity, &'a [Pulled]);
+        impl serde::Serialize for OfEntity<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.1.iter().filter(|row| row.entity == self.0))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(2 + Entity::ALL.len()))?;
+        map.serialize_entry(
+            "user",
+            &json!({
+                "id": self.user.id,
+                "email": self.user.email,
+                "name": self.user.name,
+                "sync_enabled": self.user.sync_enabled,
+            }),
+        )?;
+        map.serialize_entry("exported_at", &clock::to_rfc3339(self.exported_at))?;
+        for entity in Entity::ALL {
+            map.serialize_entry(entity.bulk_key(), &OfEntity(entity, self.rows))?;
+        }
+        map.end()
     }
-    Ok(ok_out(200, Out::Object(data)))
 }

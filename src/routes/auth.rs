@@ -3,14 +3,15 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{ok, Ctx, Env};
-use crate::auth::{password, tokens};
+use crate::auth::{password, session, tokens};
+use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
+use crate::reply::ok;
 use crate::routes::body::{self, Fields};
-use crate::routes::session;
-use crate::store::users::{self, Lock, NewUser};
-use crate::store::{db, tokens as token_rows};
+use crate::store::db::{self, Db, StoreError};
+use crate::store::tokens as token_rows;
+use crate::store::users::{self, Inserted, Lock, NewUser};
 
 /// A spent refresh token presented again within this many seconds of its
 /// rotation is rotated once more (a response lost on a mobile network must
@@ -84,13 +85,14 @@ pub fn check_name(fields: &mut Fields, raw: &str) -> Option<String> {
 /// it is read, before any other field is validated.
 fn limited_credentials_body(
     env: &Env,
-    conn: &mut mysql::Conn,
+    db: &mut Db,
     request: &Request,
+    seen: &mut Seen,
 ) -> Result<Map<String, Value>, ApiError> {
-    session::limit_address(env, conn, &request.remote_addr)?;
+    session::limit_address(env, db, &request.remote_addr, seen)?;
     let body = body::required_object(request)?;
     if let Some(raw) = body.get("email").and_then(Value::as_str) {
-        session::limit_email(env, conn, &raw.trim().to_lowercase())?;
+        session::limit_email(env, db, &raw.trim().to_lowercase(), seen)?;
     }
     Ok(body)
 }
@@ -104,14 +106,14 @@ fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
 }
 
 fn store_refresh(
-    conn: &mut impl mysql::prelude::Queryable,
+    db: &mut Db,
     user_id: &str,
     family_id: &str,
     pair: &tokens::Pair,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     token_rows::insert(
-        conn,
+        db,
         &token_rows::NewToken {
             user_id,
             hash: &pair.refresh_hash,
@@ -122,9 +124,13 @@ fn store_refresh(
     )
 }
 
-pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
-    let body = limited_credentials_body(env, conn, request)?;
+pub fn post_register(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
+    let body = limited_credentials_body(env, db, request, seen)?;
 
     let mut fields = Fields::new();
     let email = fields
@@ -156,8 +162,8 @@ pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
     let now = env.now_millis();
     let pair = tokens::issue_pair(&env.config.jwt_secret, &user_id, &email, 0, env.now_secs())?;
     let family_id = uuid::Uuid::new_v4().to_string();
-    db::transaction(conn, |tx| {
-        users::insert(
+    db::transaction(db, |tx, _attempt| {
+        let inserted = users::insert(
             tx,
             &NewUser {
                 id: &user_id,
@@ -167,20 +173,23 @@ pub fn post_register(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
                 now,
             },
         )?;
-        store_refresh(tx, &user_id, &family_id, &pair, now)
+        if inserted == Inserted::EmailTaken {
+            return Err(ApiError::EmailTaken);
+        }
+        Ok(store_refresh(tx, &user_id, &family_id, &pair, now)?)
     })?;
-    *env.user_id.borrow_mut() = Some(user_id.clone());
+    seen.user_id = Some(user_id.clone());
     let mut data = token_data(&pair);
     data.insert(
         "user".into(),
         json!({"id": user_id, "email": email, "name": name}),
     );
-    Ok(ok(201, Value::Object(data)))
+    Ok(ok(201, &data))
 }
 
-pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
-    let body = limited_credentials_body(env, conn, request)?;
+pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
+    let body = limited_credentials_body(env, db, request, seen)?;
     let mut fields = Fields::new();
     let email = fields.string(&body, "email");
     let password = fields.string(&body, "password");
@@ -191,7 +200,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
 
     // Unknown email and wrong password: same answer, same work.
     let user = match normalize_email(&email) {
-        Ok(email) => users::find_by_email(conn, &email)?,
+        Ok(email) => users::find_by_email(db, &email)?,
         Err(_) => None,
     };
     let user = match user {
@@ -202,7 +211,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
             return Err(ApiError::InvalidCredentials);
         }
     };
-    *env.user_id.borrow_mut() = Some(user.id.clone());
+    seen.user_id = Some(user.id.clone());
     let now = env.now_millis();
     let pair = tokens::issue_pair(
         &env.config.jwt_secret,
@@ -212,7 +221,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
         env.now_secs(),
     )?;
     let family_id = uuid::Uuid::new_v4().to_string();
-    db::transaction(conn, |tx| {
+    db::transaction(db, |tx, _attempt| {
         token_rows::delete_expired(tx, &user.id, now)?;
         store_refresh(tx, &user.id, &family_id, &pair, now)
     })?;
@@ -221,7 +230,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError
         "user".into(),
         json!({"id": user.id, "email": user.email, "name": user.name}),
     );
-    Ok(ok(200, Value::Object(data)))
+    Ok(ok(200, &data))
 }
 
 enum Refreshed {
@@ -231,18 +240,22 @@ enum Refreshed {
     Revoked,
 }
 
-pub fn post_refresh(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
+pub fn post_refresh(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
     let presented = tokens::bearer(request)?;
     let claims = tokens::verify_refresh(&env.config.jwt_secret, presented)?;
-    *env.user_id.borrow_mut() = Some(claims.user_id.clone());
-    session::limit_address(env, conn, &request.remote_addr)?;
+    seen.user_id = Some(claims.user_id.clone());
+    session::limit_address(env, db, &request.remote_addr, seen)?;
     // No fields are read, but a body, if any, must still be well formed.
     body::json_object(request)?;
 
     let hash = tokens::hash(presented);
     let now = env.now_millis();
-    let outcome = db::transaction(conn, |tx| {
+    let outcome = db::transaction(db, |tx, _attempt| {
         let stored = token_rows::lock(tx, &claims.user_id, &hash)?
             .ok_or(ApiError::Unauthorized("The refresh token is not valid"))?;
         if stored.revoked {
@@ -274,18 +287,22 @@ pub fn post_refresh(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiErr
         Ok(Refreshed::Rotated(pair))
     })?;
     match outcome {
-        Refreshed::Rotated(pair) => Ok(ok(200, Value::Object(token_data(&pair)))),
+        Refreshed::Rotated(pair) => Ok(ok(200, &token_data(&pair))),
         Refreshed::Revoked => Err(ApiError::Unauthorized(
             "The refresh token was already used: every session of this login is revoked",
         )),
     }
 }
 
-pub fn post_logout(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
-    let claims = session::access_claims(env, request)?;
-    session::load_user(conn, &claims, Lock::None)?;
-    session::limit_address(env, conn, &request.remote_addr)?;
+pub fn post_logout(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
+    let claims = session::access_claims(env, request, seen)?;
+    session::load_user(db, &claims, Lock::None)?;
+    session::limit_address(env, db, &request.remote_addr, seen)?;
     let body = body::json_object(request)?.unwrap_or_default();
     let mut fields = Fields::new();
     let refresh_token = fields.optional_string(&body, "refresh_token");
@@ -294,30 +311,39 @@ pub fn post_logout(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiErro
     match refresh_token {
         Some(refresh_token) => {
             let hash = tokens::hash(&refresh_token);
-            db::transaction(conn, |tx| {
+            db::transaction(db, |tx, _attempt| {
                 let stored = token_rows::lock(tx, &claims.user_id, &hash)?.ok_or_else(|| {
                     ApiError::field("refresh_token", "is not a refresh token of this account")
                 })?;
-                token_rows::revoke_family(tx, &claims.user_id, &stored.family_id, now)
+                Ok::<(), ApiError>(token_rows::revoke_family(
+                    tx,
+                    &claims.user_id,
+                    &stored.family_id,
+                    now,
+                )?)
             })?;
-            Ok(ok(200, json!({"logged_out": "session"})))
+            Ok(ok(200, &json!({"logged_out": "session"})))
         }
         None => {
-            db::transaction(conn, |tx| {
+            db::transaction(db, |tx, _attempt| {
                 users::find_by_id(tx, &claims.user_id, Lock::Update)?;
                 users::bump_token_version(tx, &claims.user_id, now)?;
                 token_rows::delete_all(tx, &claims.user_id)
             })?;
-            Ok(ok(200, json!({"logged_out": "all"})))
+            Ok(ok(200, &json!({"logged_out": "all"})))
         }
     }
 }
 
-pub fn post_password(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
-    let claims = session::access_claims(env, request)?;
-    let user = session::load_user(conn, &claims, Lock::None)?;
-    session::limit_address(env, conn, &request.remote_addr)?;
+pub fn post_password(
+    ctx: &mut Ctx,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
+    let claims = session::access_claims(env, request, seen)?;
+    let user = session::load_user(db, &claims, Lock::None)?;
+    session::limit_address(env, db, &request.remote_addr, seen)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let current = fields.string(&body, "current_password");
@@ -340,14 +366,15 @@ pub fn post_password(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
     let new_hash = password::hash(&new)?;
     let now = env.now_millis();
     let family_id = uuid::Uuid::new_v4().to_string();
-    let pair = db::transaction(conn, |tx| {
+    let pair = db::transaction(db, |tx, _attempt| {
         // Locked and checked again: a concurrent password change or
         // logout-everywhere since the read above wins.
         let locked = session::load_user(tx, &claims, Lock::Update)?;
         if locked.password_hash != user.password_hash {
             return Err(ApiError::Unauthorized("The token has been revoked"));
         }
-        let token_version = users::set_password(tx, &user.id, &new_hash, now)?;
+        let token_version = users::set_password(tx, &user.id, &new_hash, now)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_all(tx, &user.id)?;
         let pair = tokens::issue_pair(
             &env.config.jwt_secret,
@@ -359,7 +386,7 @@ pub fn post_password(ctx: &mut Ctx, request: &Request) -> Result<Response, ApiEr
         store_refresh(tx, &user.id, &family_id, &pair, now)?;
         Ok(pair)
     })?;
-    Ok(ok(200, Value::Object(token_data(&pair))))
+    Ok(ok(200, &token_data(&pair)))
 }
 
 #[cfg(test)]

@@ -1,19 +1,17 @@
 //! `GET /health`: the database answers and the schema is the one this
 //! binary needs; the configured limits, so devices size their batches.
 
-use mysql::prelude::Queryable;
 use serde_json::json;
 
-use crate::app::{ok, Ctx};
+use crate::ctx::{Ctx, Seen};
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::store::migrate;
+use crate::reply::ok;
+use crate::store::{health, migrate};
 
-pub fn get_health(ctx: &mut Ctx) -> Result<Response, ApiError> {
-    let (conn, env) = ctx.conn()?;
-    let schema_version: Option<Option<u32>> =
-        conn.query_first("SELECT MAX(version) FROM schema_migrations")?;
-    let schema_version = schema_version.flatten().unwrap_or(0);
+pub fn get_health(ctx: &mut Ctx, _seen: &mut Seen) -> Result<Response, ApiError> {
+    let (db, env) = ctx.db()?;
+    let schema_version = health::schema_version(db)?;
     let needed = migrate::latest_version();
     if schema_version != needed {
         return Err(ApiError::Unavailable(format!(
@@ -22,7 +20,7 @@ pub fn get_health(ctx: &mut Ctx) -> Result<Response, ApiError> {
     }
     Ok(ok(
         200,
-        json!({
+        &json!({
             "status": "ok",
             "database": "ok",
             "schema_version": schema_version,

@@ -1,12 +1,11 @@
 //! Route functions, one file per resource. Each is glue: authenticate,
-//! rate-limit, parse the body into typed values, call `store/` inside one
-//! transaction (and `sync/` for merges), shape the response.
+//! parse the body into typed values, call the engine or `store/`, answer.
+//! What a route learns on the way (the user, the rate-limit state) it
+//! writes into the `Seen` it is handed.
 
 pub mod account;
 pub mod auth;
 pub mod body;
 pub mod bulk;
 pub mod health;
-pub mod push;
 pub mod records;
-pub mod session;

@@ -1,16 +1,23 @@
-//! Opening, keeping and re-opening the MySQL connection, and running a
-//! transaction with retries on deadlock and lock-wait timeout.
+//! The MySQL connection as the rest of the binary sees it: `Db`, which runs
+//! statements, times them (the `db` part of `Server-Timing`), turns every
+//! driver error into a `StoreError`, and carries the connection's
+//! transaction state; `Packet`, several statements sent in one round trip;
+//! and `transaction`, which retries a whole transaction on deadlock.
 //!
 //! CGI opens one connection per request. FastCGI keeps one per process in a
 //! `DbSlot` and re-opens it when MySQL dropped it (hosts close idle
 //! connections) or when the configuration changed.
+//!
+//! A transaction is begun lazily: `START TRANSACTION` rides in the first
+//! packet, and `COMMIT` may ride in the last, so a push costs two round
+//! trips, not the five of begin / lock / read / write / commit.
 
 use std::time::{Duration, Instant};
 
-use mysql::{Conn, OptsBuilder, Transaction, TxOpts};
+use mysql::prelude::{FromRow, Queryable};
+use mysql::{Conn, OptsBuilder, Params, Row, Value};
 
 use crate::config::DbConfig;
-use crate::error::ApiError;
 
 /// How long a connect may take before the request is a 503.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -21,10 +28,16 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// one to find out. Back-to-back requests skip the round trip.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 /// Tries of one transaction that deadlocks or waits on a lock.
-const TRANSACTION_ATTEMPTS: u32 = 4;
+pub const TRANSACTION_ATTEMPTS: u32 = 4;
 /// Largest statement the client will send. Batches are written in chunks
 /// well below it, and below a host's likely server setting.
 const MAX_ALLOWED_PACKET: usize = 16 * 1024 * 1024;
+
+/// MySQL error codes that mean "run the whole transaction again".
+const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// A unique key already holds the value.
+pub const ER_DUP_ENTRY: u16 = 1062;
 
 /// Statements run once per new connection, in one round trip.
 ///
@@ -36,11 +49,99 @@ const MAX_ALLOWED_PACKET: usize = 16 * 1024 * 1024;
 /// A lock wait of 2 s (not the server's 50): one user's writers hold the
 /// user row for milliseconds, so a longer wait means something is stuck,
 /// and the transaction helper retries rather than hanging a CGI process.
+///
+/// The sql_mode is set whole, without NO_BACKSLASH_ESCAPES: `Packet`
+/// escapes literals for exactly this mode.
 const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION', \
      time_zone = '+00:00', innodb_lock_wait_timeout = 2";
 
-pub fn connect(config: &DbConfig) -> Result<Conn, ApiError> {
+/// What went wrong talking to MySQL, in the store's own terms. The layer
+/// above decides what a client is told (`error::ApiError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    /// For the log only: may name tables, hosts or SQL.
+    pub cause: String,
+    /// The server's error number, when the server answered with one.
+    pub code: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// A deadlock or lock-wait timeout: the transaction may be run again.
+    Contention,
+    /// The server is down, refused us, dropped the connection, or is out
+    /// of something: nothing the request did wrong.
+    Unavailable,
+    /// A statement or a row the binary itself got wrong: a bug.
+    Broken,
+}
+
+impl StoreError {
+    pub fn broken(cause: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Broken,
+            cause: cause.into(),
+            code: None,
+        }
+    }
+
+    pub fn unavailable(cause: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Unavailable,
+            cause: cause.into(),
+            code: None,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cause)
+    }
+}
+
+impl From<mysql::Error> for StoreError {
+    /// A database fault is `Unavailable`, never `Broken`: the server being
+    /// unreachable, refusing us, dropping the connection, running out of
+    /// connections or locks. Only errors that can only be our own bug (a
+    /// malformed statement, a type mismatch in a row) are `Broken`.
+    fn from(error: mysql::Error) -> StoreError {
+        let cause = format!("mysql: {error}");
+        let (kind, code) = match &error {
+            mysql::Error::MySqlError(e) => (
+                match e.code {
+                    ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT => StoreErrorKind::Contention,
+                    // Syntax, unknown column, wrong arguments: a bug in our SQL.
+                    1064 | 1054 | 1210 => StoreErrorKind::Broken,
+                    _ => StoreErrorKind::Unavailable,
+                },
+                Some(e.code),
+            ),
+            mysql::Error::FromValueError(_) | mysql::Error::FromRowError(_) => {
+                (StoreErrorKind::Broken, None)
+            }
+            _ => (StoreErrorKind::Unavailable, None),
+        };
+        StoreError { kind, cause, code }
+    }
+}
+
+/// An error a transaction's work may end with: the store's own, or the
+/// caller's (a refusal decided inside the transaction).
+pub trait TxError: From<StoreError> {
+    /// True when running the whole transaction again may succeed.
+    fn is_contention(&self) -> bool;
+}
+
+impl TxError for StoreError {
+    fn is_contention(&self) -> bool {
+        self.kind == StoreErrorKind::Contention
+    }
+}
+
+pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
     let mut builder = OptsBuilder::new()
         .ip_or_hostname(Some(config.host.clone()))
         .tcp_port(config.port)
@@ -60,7 +161,14 @@ pub fn connect(config: &DbConfig) -> Result<Conn, ApiError> {
     if config.tls {
         builder = with_tls(builder);
     }
-    Conn::new(builder).map_err(|error| ApiError::Unavailable(format!("mysql connect: {error}")))
+    let started = Instant::now();
+    let conn = Conn::new(builder)
+        .map_err(|error| StoreError::unavailable(format!("mysql connect: {error}")))?;
+    Ok(Db {
+        conn,
+        spent: started.elapsed(),
+        tx: TxState::None,
+    })
 }
 
 #[cfg(feature = "tls")]
@@ -75,6 +183,302 @@ fn with_tls(builder: OptsBuilder) -> OptsBuilder {
     builder
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    /// Autocommit: each statement commits on its own.
+    None,
+    /// `begin` was called; `START TRANSACTION` goes out with the next
+    /// statement.
+    Pending,
+    /// The server has an open transaction.
+    Open,
+}
+
+/// One MySQL connection, with the time spent waiting on it.
+pub struct Db {
+    conn: Conn,
+    spent: Duration,
+    tx: TxState,
+}
+
+/// What an `INSERT`/`UPDATE`/`DELETE` reported in its OK packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub affected_rows: u64,
+    pub last_insert_id: Option<u64>,
+}
+
+impl Db {
+    /// Time spent in MySQL since the last call (connect included), for
+    /// `Server-Timing`.
+    pub fn take_spent(&mut self) -> Duration {
+        std::mem::take(&mut self.spent)
+    }
+
+    fn timed<T>(
+        &mut self,
+        work: impl FnOnce(&mut Conn) -> mysql::Result<T>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = work(&mut self.conn);
+        self.spent += started.elapsed();
+        result.map_err(StoreError::from)
+    }
+
+    /// Sends the deferred `START TRANSACTION` before a prepared statement,
+    /// which cannot share a packet with it.
+    fn open_pending(&mut self) -> Result<(), StoreError> {
+        if self.tx == TxState::Pending {
+            self.timed(|conn| conn.query_drop("START TRANSACTION"))?;
+            self.tx = TxState::Open;
+        }
+        Ok(())
+    }
+
+    /// Rows of a prepared statement.
+    pub fn exec<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: impl Into<Params>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.open_pending()?;
+        let params = params.into();
+        self.timed(|conn| conn.exec(sql, params))
+    }
+
+    pub fn exec_first<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: impl Into<Params>,
+    ) -> Result<Option<T>, StoreError> {
+        self.open_pending()?;
+        let params = params.into();
+        self.timed(|conn| conn.exec_first(sql, params))
+    }
+
+    /// A prepared statement that returns no rows.
+    pub fn exec_write(
+        &mut self,
+        sql: &str,
+        params: impl Into<Params>,
+    ) -> Result<Written, StoreError> {
+        self.open_pending()?;
+        let params = params.into();
+        self.timed(|conn| {
+            let result = conn.exec_iter(sql, params)?;
+            Ok(Written {
+                affected_rows: result.affected_rows(),
+                last_insert_id: result.last_insert_id(),
+            })
+        })
+    }
+
+    /// Text-protocol statements with no parameters (DDL, locks, probes).
+    pub fn query<T: FromRow>(&mut self, sql: &str) -> Result<Vec<T>, StoreError> {
+        self.open_pending()?;
+        self.timed(|conn| conn.query(sql))
+    }
+
+    pub fn query_first<T: FromRow>(&mut self, sql: &str) -> Result<Option<T>, StoreError> {
+        self.open_pending()?;
+        self.timed(|conn| conn.query_first(sql))
+    }
+
+    pub fn query_drop(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.open_pending()?;
+        self.timed(|conn| conn.query_drop(sql))
+    }
+
+    /// Every statement of the packet in one round trip, in order; the
+    /// first to fail ends it (MySQL runs none after it) and is the error.
+    pub fn run(&mut self, packet: Packet) -> Result<Sets, StoreError> {
+        let mut parts: Vec<&str> = Vec::with_capacity(3);
+        let mut leading = 0;
+        if self.tx == TxState::Pending {
+            parts.push("START TRANSACTION");
+            leading = 1;
+        }
+        if packet.statements > 0 {
+            parts.push(&packet.text);
+        }
+        let commits = packet.commits;
+        if commits {
+            parts.push("COMMIT");
+        }
+        if parts.is_empty() {
+            return Ok(Sets(Vec::new()));
+        }
+        let text = parts.join(";");
+        let expected = leading + packet.statements + usize::from(commits);
+        let outcome = self.timed(|conn| read_sets(conn, &text));
+        // Once sent, the transaction is open whether or not a statement
+        // failed: the caller rolls it back.
+        if leading == 1 {
+            self.tx = TxState::Open;
+        }
+        let mut sets = outcome?;
+        if sets.len() != expected {
+            return Err(StoreError::broken(format!(
+                "a packet of {expected} statements answered {} results",
+                sets.len()
+            )));
+        }
+        if commits {
+            self.tx = TxState::None;
+            sets.pop();
+        }
+        sets.drain(..leading);
+        Ok(Sets(sets.into_iter().map(Some).collect()))
+    }
+
+    /// Starts a transaction; nothing is sent until the first statement.
+    pub fn begin(&mut self) {
+        self.tx = TxState::Pending;
+    }
+
+    /// Commits the open transaction, if one is open (a packet may have
+    /// committed it already).
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let state = std::mem::replace(&mut self.tx, TxState::None);
+        if state == TxState::Open {
+            self.timed(|conn| conn.query_drop("COMMIT"))?;
+        }
+        Ok(())
+    }
+
+    /// Rolls back what is open. A failed rollback leaves the connection in
+    /// doubt: the error says so, and the caller drops the connection.
+    pub fn rollback(&mut self) -> Result<(), StoreError> {
+        let state = std::mem::replace(&mut self.tx, TxState::None);
+        if state == TxState::Open {
+            self.timed(|conn| conn.query_drop("ROLLBACK"))?;
+        }
+        Ok(())
+    }
+
+    /// True while a transaction is begun and not yet ended.
+    pub fn in_transaction(&self) -> bool {
+        self.tx != TxState::None
+    }
+
+    pub fn ping(&mut self) -> bool {
+        self.conn.ping().is_ok()
+    }
+}
+
+fn read_sets(conn: &mut Conn, text: &str) -> mysql::Result<Vec<Set>> {
+    let mut result = conn.query_iter(text)?;
+    let mut sets = Vec::new();
+    while let Some(mut set) = result.iter() {
+        let has_columns = !set.columns().as_ref().is_empty();
+        let written = Written {
+            affected_rows: set.affected_rows(),
+            last_insert_id: set.last_insert_id(),
+        };
+        let mut rows = Vec::new();
+        for row in set.by_ref() {
+            rows.push(row?);
+        }
+        sets.push(if has_columns {
+            Set::Rows(rows)
+        } else {
+            Set::Written(written)
+        });
+    }
+    Ok(sets)
+}
+
+/// Several statements for one round trip. Values are written into the
+/// text as literals escaped by the driver (`Value::as_sql`) for the
+/// session's own sql_mode (set at connect, without NO_BACKSLASH_ESCAPES),
+/// never formatted by hand; SQL text itself comes only from `store/`.
+#[derive(Default)]
+pub struct Packet {
+    text: String,
+    statements: usize,
+    commits: bool,
+}
+
+/// Where a statement's result will be in the packet's `Sets`.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot(usize);
+
+impl Packet {
+    pub fn new() -> Packet {
+        Packet::default()
+    }
+
+    /// Adds a statement whose `?` placeholders take `values` in order.
+    /// The statement text must hold no `?` but the placeholders.
+    pub fn push(&mut self, sql: &str, values: &[Value]) -> Result<Slot, StoreError> {
+        if self.statements > 0 {
+            self.text.push(';');
+        }
+        let mut values_left = values.iter();
+        for piece in sql.split_inclusive('?') {
+            match piece.strip_suffix('?') {
+                Some(before) => {
+                    let value = values_left
+                        .next()
+                        .ok_or_else(|| StoreError::broken(format!("too few values for: {sql}")))?;
+                    self.text.push_str(before);
+                    self.text.push_str(&value.as_sql(false));
+                }
+                None => self.text.push_str(piece),
+            }
+        }
+        if values_left.next().is_some() {
+            return Err(StoreError::broken(format!("too many values for: {sql}")));
+        }
+        let slot = Slot(self.statements);
+        self.statements += 1;
+        Ok(slot)
+    }
+
+    /// Ends the packet with `COMMIT`: the transaction commits in the same
+    /// round trip as its last writes, or not at all if one failed.
+    pub fn commit(&mut self) {
+        self.commits = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0 && !self.commits
+    }
+}
+
+enum Set {
+    Rows(Vec<Row>),
+    Written(Written),
+}
+
+/// The results of a packet, taken out by slot.
+pub struct Sets(Vec<Option<Set>>);
+
+impl Sets {
+    fn take(&mut self, slot: Slot) -> Result<Set, StoreError> {
+        self.0
+            .get_mut(slot.0)
+            .and_then(Option::take)
+            .ok_or_else(|| StoreError::broken(format!("no result {} in the packet", slot.0)))
+    }
+
+    pub fn rows(&mut self, slot: Slot) -> Result<Vec<Row>, StoreError> {
+        match self.take(slot)? {
+            Set::Rows(rows) => Ok(rows),
+            Set::Written(_) => Err(StoreError::broken("a statement without rows was read")),
+        }
+    }
+
+    pub fn written(&mut self, slot: Slot) -> Result<Written, StoreError> {
+        match self.take(slot)? {
+            Set::Written(written) => Ok(written),
+            Set::Rows(_) => Err(StoreError::broken(
+                "a statement with rows was read as a write",
+            )),
+        }
+    }
+}
+
 /// The process's connection: none yet, or one opened for a configuration.
 #[derive(Default)]
 pub struct DbSlot {
@@ -83,37 +487,41 @@ pub struct DbSlot {
 
 struct Kept {
     config: DbConfig,
-    conn: Conn,
+    db: Db,
     last_used: Instant,
 }
 
 impl DbSlot {
     /// The connection for this configuration, opened or re-opened as needed.
-    pub fn get(&mut self, config: &DbConfig) -> Result<&mut Conn, ApiError> {
+    pub fn get(&mut self, config: &DbConfig) -> Result<&mut Db, StoreError> {
         let reusable = match &mut self.kept {
             Some(kept) if kept.config == *config => {
-                kept.last_used.elapsed() < IDLE_BEFORE_PING || kept.conn.ping().is_ok()
+                kept.last_used.elapsed() < IDLE_BEFORE_PING || kept.db.ping()
             }
             _ => false,
         };
         if !reusable {
             self.kept = None;
-            let conn = connect(config)?;
+            let db = connect(config)?;
             self.kept = Some(Kept {
                 config: config.clone(),
-                conn,
+                db,
                 last_used: Instant::now(),
             });
         }
         match &mut self.kept {
             Some(kept) => {
                 kept.last_used = Instant::now();
-                Ok(&mut kept.conn)
+                Ok(&mut kept.db)
             }
-            None => Err(ApiError::Internal(
-                "connection slot empty after connect".into(),
-            )),
+            None => Err(StoreError::broken("connection slot empty after connect")),
         }
+    }
+
+    /// Time the kept connection spent in MySQL during this request.
+    pub fn take_spent(&mut self) -> Option<Duration> {
+        let spent = self.kept.as_mut().map(|kept| kept.db.take_spent())?;
+        (!spent.is_zero()).then_some(spent)
     }
 
     /// Drops the connection: after a panic or a connection-level error its
@@ -123,39 +531,71 @@ impl DbSlot {
     }
 }
 
-/// Runs `work` in one transaction and commits it. A deadlock or lock-wait
-/// timeout anywhere in it (commit included) runs the whole transaction
-/// again, up to `TRANSACTION_ATTEMPTS` times, then it is a 503. Any other
-/// error rolls back (the transaction's drop) and is returned.
-pub fn transaction<T>(
-    conn: &mut Conn,
-    mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
+/// Runs `work` in one transaction and commits it (unless its last packet
+/// already did). A deadlock or lock-wait timeout anywhere in it, commit
+/// included, runs the whole transaction again, up to
+/// `TRANSACTION_ATTEMPTS` times; `work` learns the attempt's number (from
+/// 1), so what must happen once per request (a rate-limit count) can. Any
+/// other error rolls back and is returned.
+pub fn transaction<T, E: TxError>(
+    db: &mut Db,
+    mut work: impl FnMut(&mut Db, u32) -> Result<T, E>,
+) -> Result<T, E> {
     let mut attempt = 1;
     loop {
-        let outcome = run_once(conn, &mut work);
-        match outcome {
-            Err(ApiError::Contention(_)) if attempt < TRANSACTION_ATTEMPTS => {
-                attempt += 1;
-                // A short, growing pause lets the other transaction finish.
-                std::thread::sleep(Duration::from_millis(5 * u64::from(attempt)));
-            }
-            Err(ApiError::Contention(cause)) => {
-                return Err(ApiError::Contention(format!(
-                    "{cause} (after {TRANSACTION_ATTEMPTS} attempts)"
-                )))
-            }
-            other => return other,
+        db.begin();
+        let outcome = work(db, attempt).and_then(|value| {
+            db.commit()?;
+            Ok(value)
+        });
+        let error = match outcome {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        db.rollback()?;
+        if !error.is_contention() || attempt >= TRANSACTION_ATTEMPTS {
+            return Err(error);
         }
+        attempt += 1;
+        // A short, growing pause lets the other transaction finish.
+        std::thread::sleep(Duration::from_millis(5 * u64::from(attempt)));
     }
 }
 
-fn run_once<T>(
-    conn: &mut Conn,
-    work: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let mut tx = conn.start_transaction(TxOpts::default())?;
-    let value = work(&mut tx)?;
-    tx.commit()?;
-    Ok(value)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_escape_every_value_and_count_placeholders() {
+        let mut packet = Packet::new();
+        let first = packet.push(
+            "SELECT ? FROM t WHERE a = ?",
+            &[Value::from(1u64), Value::from("x'; DROP TABLE t; --")],
+        );
+        assert!(first.is_ok());
+        assert_eq!(
+            packet.text,
+            r"SELECT 1 FROM t WHERE a = 'x\'; DROP TABLE t; --'"
+        );
+        assert!(packet.push("SELECT ?", &[]).is_err());
+        assert!(packet.push("SELECT 1", &[Value::from(1u64)]).is_err());
+    }
+
+    #[test]
+    fn store_errors_sort_driver_errors_by_what_can_be_done() {
+        let server = |code: u16| {
+            StoreError::from(mysql::Error::MySqlError(mysql::MySqlError {
+                state: String::new(),
+                message: String::new(),
+                code,
+            }))
+            .kind
+        };
+        assert_eq!(server(1213), StoreErrorKind::Contention);
+        assert_eq!(server(1205), StoreErrorKind::Contention);
+        assert_eq!(server(1064), StoreErrorKind::Broken);
+        assert_eq!(server(1040), StoreErrorKind::Unavailable);
+        assert_eq!(server(ER_DUP_ENTRY), StoreErrorKind::Unavailable);
+    }
 }

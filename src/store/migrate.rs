@@ -3,11 +3,9 @@
 //! every CGI request is a cold start) and checksummed in
 //! `schema_migrations`, so an edited migration is refused, not re-run.
 
-use mysql::prelude::Queryable;
-use mysql::Conn;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::store::db::{Db, StoreError};
 
 pub struct Migration {
     pub version: u32,
@@ -47,8 +45,8 @@ const CREATE_TABLE: &str = r"CREATE TABLE IF NOT EXISTS schema_migrations (
 ) ENGINE=InnoDB";
 
 /// What `schema_migrations` holds: `(version, checksum)` in order.
-pub fn applied(conn: &mut Conn) -> Result<Vec<(u32, String)>, ApiError> {
-    Ok(conn.query("SELECT version, checksum FROM schema_migrations ORDER BY version")?)
+pub fn applied(db: &mut Db) -> Result<Vec<(u32, String)>, StoreError> {
+    db.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
 }
 
 /// The state of the schema against this binary's migrations.
@@ -69,15 +67,15 @@ pub enum SchemaState {
     Empty,
 }
 
-pub fn state(conn: &mut Conn) -> Result<SchemaState, ApiError> {
-    let exists: Option<u8> = conn.query_first(
+pub fn state(db: &mut Db) -> Result<SchemaState, StoreError> {
+    let exists: Option<u8> = db.query_first(
         "SELECT 1 FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
     )?;
     if exists.is_none() {
         return Ok(SchemaState::Empty);
     }
-    let applied = applied(conn)?;
+    let applied = applied(db)?;
     Ok(compare(&applied))
 }
 
@@ -109,37 +107,36 @@ fn compare(applied: &[(u32, String)]) -> SchemaState {
 /// `progress`. Refuses to run when an applied migration was edited.
 /// Serialized across processes by a named lock, so two deploys racing do
 /// not both apply the same migration.
-pub fn migrate(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32, String> {
-    let db = |e: ApiError| e.internal_cause().unwrap_or(e.code()).to_owned();
-    conn.query_drop(CREATE_TABLE)
+pub fn migrate(db: &mut Db, progress: &mut dyn FnMut(&str)) -> Result<u32, String> {
+    db.query_drop(CREATE_TABLE)
         .map_err(|e| format!("cannot create schema_migrations: {e}"))?;
-    let locked: Option<Option<i64>> = conn
+    let locked: Option<Option<i64>> = db
         .query_first("SELECT GET_LOCK('healthsync_migrate', 30)")
         .map_err(|e| format!("cannot take the migration lock: {e}"))?;
     if locked.flatten() != Some(1) {
         return Err("another migration is running (lock healthsync_migrate held for 30 s)".into());
     }
-    let result = apply_pending(conn, progress).map_err(|e| match e {
-        Failure::Db(error) => db(error),
+    let result = apply_pending(db, progress).map_err(|e| match e {
+        Failure::Db(error) => error.cause,
         Failure::Refused(message) => message,
     });
-    let _ = conn.query_drop("DO RELEASE_LOCK('healthsync_migrate')");
+    let _ = db.query_drop("DO RELEASE_LOCK('healthsync_migrate')");
     result
 }
 
 enum Failure {
-    Db(ApiError),
+    Db(StoreError),
     Refused(String),
 }
 
-impl From<ApiError> for Failure {
-    fn from(error: ApiError) -> Failure {
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Failure {
         Failure::Db(error)
     }
 }
 
-fn apply_pending(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32, Failure> {
-    let applied = applied(conn)?;
+fn apply_pending(db: &mut Db, progress: &mut dyn FnMut(&str)) -> Result<u32, Failure> {
+    let applied = applied(db)?;
     match compare(&applied) {
         SchemaState::Edited(label) => {
             return Err(Failure::Refused(format!(
@@ -168,7 +165,7 @@ fn apply_pending(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32,
         // DDL commits implicitly in MySQL, so a migration is not atomic:
         // statements run one by one and a failure names the statement.
         for (index, statement) in statements(migration.sql).iter().enumerate() {
-            conn.query_drop(statement).map_err(|e| {
+            db.query_drop(statement).map_err(|e| {
                 Failure::Refused(format!(
                     "{} statement {} failed: {e}",
                     migration.label(),
@@ -176,12 +173,11 @@ fn apply_pending(conn: &mut Conn, progress: &mut dyn FnMut(&str)) -> Result<u32,
                 ))
             })?;
         }
-        conn.exec_drop(
+        db.exec_write(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
              VALUES (?, ?, ?, UTC_TIMESTAMP(3))",
             (migration.version, migration.name, migration.checksum()),
-        )
-        .map_err(ApiError::from)?;
+        )?;
         progress(&format!(
             "applied  {} in {} ms",
             migration.label(),

@@ -1,10 +1,11 @@
-//! All SQL lives under this module: connections and transactions (`db`),
-//! schema migrations (`migrate`), and one module per table family. MySQL
-//! errors become `ApiError` here (`From<mysql::Error>`), so a database fault
-//! is a 503 and never a 500.
+//! All SQL lives under this module: the connection, packets and
+//! transactions (`db`), schema migrations (`migrate`), and one module per
+//! table family. Everything here answers in `db::StoreError`; what a
+//! client is told about it is decided above (`error.rs`), once.
 
 pub mod clock;
 pub mod db;
+pub mod health;
 pub mod migrate;
 pub mod purge;
 pub mod ratelimit;

@@ -3,11 +3,10 @@
 //! receive time purged, so a cursor older than that gets 410
 //! `RESET_REQUIRED` instead of silently missing a deletion.
 
-use mysql::prelude::Queryable;
-use mysql::{Conn, Value};
+use mysql::Value;
 
-use crate::error::ApiError;
-use crate::store::{clock, db};
+use crate::store::clock;
+use crate::store::db::{self, Db, StoreError};
 use crate::sync::Entity;
 
 /// Users handled per listing query.
@@ -25,14 +24,14 @@ pub struct Totals {
 /// Purges every user's old tombstones, calling `progress` after each page
 /// of users.
 pub fn purge(
-    conn: &mut Conn,
+    db: &mut Db,
     cutoff: i64,
     progress: &mut dyn FnMut(&Totals),
-) -> Result<Totals, ApiError> {
+) -> Result<Totals, StoreError> {
     let mut totals = Totals::default();
     let mut after = String::new();
     loop {
-        let ids: Vec<String> = conn.exec(
+        let ids: Vec<String> = db.exec(
             "SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?",
             (&after, USERS_PER_PAGE as u64),
         )?;
@@ -40,7 +39,7 @@ pub fn purge(
             break;
         };
         for user_id in &ids {
-            let purged = purge_user(conn, user_id, cutoff)?;
+            let purged = purge_user(db, user_id, cutoff)?;
             totals.users_seen += 1;
             if purged > 0 {
                 totals.users_purged += 1;
@@ -55,15 +54,15 @@ pub fn purge(
 
 /// One user, in transactions that lock the user row first like every
 /// writer, so a purge never races a push of the same user.
-fn purge_user(conn: &mut Conn, user_id: &str, cutoff: i64) -> Result<u64, ApiError> {
+fn purge_user(db: &mut Db, user_id: &str, cutoff: i64) -> Result<u64, StoreError> {
     let mut purged = 0u64;
     for entity in Entity::ALL {
         loop {
-            let deleted = db::transaction(conn, |tx| {
+            let deleted = db::transaction(db, |tx, _attempt| {
                 let _: Option<u8> =
                     tx.exec_first("SELECT 1 FROM users WHERE id = ? FOR UPDATE", (user_id,))?;
                 let newest: Option<(Option<u64>, Value)> = tx.exec_first(
-                    format!(
+                    &format!(
                         "SELECT MAX(version), MAX(server_updated_at) FROM (SELECT version, server_updated_at \
                          FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND server_updated_at < ? \
                          ORDER BY version LIMIT {ROWS_PER_DELETE}) AS oldest",
@@ -74,17 +73,16 @@ fn purge_user(conn: &mut Conn, user_id: &str, cutoff: i64) -> Result<u64, ApiErr
                 let Some((Some(max_version), max_received)) = newest else {
                     return Ok(0);
                 };
-                let result = tx.exec_iter(
-                    format!(
+                let result = tx.exec_write(
+                    &format!(
                         "DELETE FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND version <= ? \
                          AND server_updated_at < ?",
                         entity.table()
                     ),
                     (user_id, max_version, clock::to_sql(cutoff)),
                 )?;
-                let deleted = result.affected_rows();
-                drop(result);
-                tx.exec_drop(
+                let deleted = result.affected_rows;
+                tx.exec_write(
                     r"UPDATE users SET purged_version = GREATEST(purged_version, ?),
                           purged_before = GREATEST(COALESCE(purged_before, ?), ?)
                       WHERE id = ?",
@@ -95,7 +93,7 @@ fn purge_user(conn: &mut Conn, user_id: &str, cutoff: i64) -> Result<u64, ApiErr
                         user_id,
                     ),
                 )?;
-                Ok(deleted)
+                Ok::<u64, StoreError>(deleted)
             })?;
             purged += deleted;
             if deleted < ROWS_PER_DELETE as u64 {

@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 
-use mysql::prelude::Queryable;
 use mysql::{Row, Value};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{json, Map};
+use serde_json::Map;
 
-use crate::error::ApiError;
 use crate::store::clock;
+use crate::store::db::{Db, Packet, Sets, Slot, StoreError};
 use crate::sync::{Entity, Record, Stored};
 
 /// Largest sum of record data sent in one INSERT: well under a host's
@@ -45,18 +44,6 @@ impl Serialize for Pulled {
     }
 }
 
-/// A record the server holds, as a pull returns it (for records already
-/// parsed: conflict results).
-pub fn wire(record: &Record, version: u64) -> serde_json::Value {
-    json!({
-        "id": record.id,
-        "data": record.data,
-        "updated_at": clock::to_rfc3339(record.updated_at),
-        "deleted_at": record.deleted_at.map(clock::to_rfc3339),
-        "version": version,
-    })
-}
-
 /// The columns every reader takes, with their conversions.
 struct Columns {
     id: String,
@@ -66,9 +53,9 @@ struct Columns {
     version: u64,
 }
 
-fn columns(entity: Entity, mut row: Row) -> Result<Columns, ApiError> {
+fn columns(entity: Entity, mut row: Row) -> Result<Columns, StoreError> {
     let unreadable =
-        |column: &str| ApiError::Internal(format!("{}.{column} unreadable", entity.table()));
+        |column: &str| StoreError::broken(format!("{}.{column} unreadable", entity.table()));
     let id: String = row
         .take_opt(0)
         .and_then(Result::ok)
@@ -100,10 +87,10 @@ fn columns(entity: Entity, mut row: Row) -> Result<Columns, ApiError> {
 }
 
 /// A row for the merge: `data` parsed.
-fn read_stored(entity: Entity, row: Row) -> Result<Stored, ApiError> {
+fn read_stored(entity: Entity, row: Row) -> Result<Stored, StoreError> {
     let c = columns(entity, row)?;
     let data: Map<String, serde_json::Value> = serde_json::from_slice(&c.data)
-        .map_err(|_| ApiError::Internal(format!("{}.data is not a JSON object", entity.table())))?;
+        .map_err(|_| StoreError::broken(format!("{}.data is not a JSON object", entity.table())))?;
     Ok(Stored {
         record: Record {
             id: c.id,
@@ -116,12 +103,12 @@ fn read_stored(entity: Entity, row: Row) -> Result<Stored, ApiError> {
 }
 
 /// A row to send on: `data` kept as text.
-fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, ApiError> {
+fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, StoreError> {
     let c = columns(entity, row)?;
     let text = String::from_utf8(c.data)
-        .map_err(|_| ApiError::Internal(format!("{}.data is not UTF-8", entity.table())))?;
+        .map_err(|_| StoreError::broken(format!("{}.data is not UTF-8", entity.table())))?;
     let data = RawValue::from_string(text)
-        .map_err(|_| ApiError::Internal(format!("{}.data is not JSON", entity.table())))?;
+        .map_err(|_| StoreError::broken(format!("{}.data is not JSON", entity.table())))?;
     Ok(Pulled {
         entity,
         id: c.id,
@@ -134,21 +121,23 @@ fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, ApiError> {
 
 const COLUMNS: &str = "id, data, updated_at, deleted_at, version";
 
-/// Reads and locks the stored rows of `ids` (one statement, ids sorted so
-/// every transaction locks in the same order).
-pub fn lock_existing(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    entity: Entity,
-    ids: &[&str],
-) -> Result<HashMap<String, Stored>, ApiError> {
-    let mut found = HashMap::new();
-    if ids.is_empty() {
-        return Ok(found);
-    }
+/// Largest sum of record data written inside a packet (escaped as text it
+/// grows by its quotes); a larger batch is written by prepared statements
+/// in chunks, well under a host's `max_allowed_packet` (often 16 MiB,
+/// sometimes 4).
+const MAX_PACKET_DATA_BYTES: usize = 512 * 1024;
+
+fn sorted_unique<'a>(ids: &[&'a str]) -> Vec<&'a str> {
     let mut sorted: Vec<&str> = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    sorted
+}
+
+/// One statement reading and locking the stored rows of `ids`, sorted so
+/// every transaction locks in the same order.
+fn lock_statement(user_id: &str, entity: Entity, ids: &[&str]) -> (String, Vec<Value>) {
+    let sorted = sorted_unique(ids);
     let placeholders = vec!["?"; sorted.len()].join(",");
     let sql = format!(
         "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND id IN ({placeholders}) ORDER BY id FOR UPDATE",
@@ -157,7 +146,11 @@ pub fn lock_existing(
     let mut params: Vec<Value> = Vec::with_capacity(sorted.len() + 1);
     params.push(Value::from(user_id));
     params.extend(sorted.iter().map(|id| Value::from(*id)));
-    let rows: Vec<Row> = conn.exec(sql, params)?;
+    (sql, params)
+}
+
+fn stored_map(entity: Entity, rows: Vec<Row>) -> Result<HashMap<String, Stored>, StoreError> {
+    let mut found = HashMap::with_capacity(rows.len());
     for row in rows {
         let stored = read_stored(entity, row)?;
         found.insert(stored.record.id.clone(), stored);
@@ -165,45 +158,59 @@ pub fn lock_existing(
     Ok(found)
 }
 
-/// One row to write: the record and the version it takes.
+/// Reads and locks the stored rows of `ids`.
+pub fn lock_existing(
+    db: &mut Db,
+    user_id: &str,
+    entity: Entity,
+    ids: &[&str],
+) -> Result<HashMap<String, Stored>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (sql, params) = lock_statement(user_id, entity, ids);
+    let rows: Vec<Row> = db.exec(&sql, params)?;
+    stored_map(entity, rows)
+}
+
+/// The same read as a statement of a packet; `None` for no ids.
+pub fn push_lock_existing(
+    packet: &mut Packet,
+    user_id: &str,
+    entity: Entity,
+    ids: &[&str],
+) -> Result<Option<Slot>, StoreError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let (sql, params) = lock_statement(user_id, entity, ids);
+    packet.push(&sql, &params).map(Some)
+}
+
+pub fn read_locked(
+    sets: &mut Sets,
+    slot: Option<Slot>,
+    entity: Entity,
+) -> Result<HashMap<String, Stored>, StoreError> {
+    match slot {
+        Some(slot) => stored_map(entity, sets.rows(slot)?),
+        None => Ok(HashMap::new()),
+    }
+}
+
+/// One row to write: the record, its data as compact JSON, its version.
 pub struct Write<'a> {
     pub record: &'a Record,
-    pub data_json: String,
+    pub data_json: &'a str,
     pub version: u64,
 }
 
-/// Inserts or replaces rows, a few statements per batch (chunked by data
-/// size). `server_updated_at` is the request's receive time.
-pub fn write_batch(
-    conn: &mut impl Queryable,
+fn write_statement(
     user_id: &str,
     entity: Entity,
     writes: &[Write],
     received_at: i64,
-) -> Result<(), ApiError> {
-    let mut start = 0;
-    while start < writes.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < writes.len()
-            && (end == start || bytes + writes[end].data_json.len() <= MAX_STATEMENT_DATA_BYTES)
-        {
-            bytes += writes[end].data_json.len();
-            end += 1;
-        }
-        write_chunk(conn, user_id, entity, &writes[start..end], received_at)?;
-        start = end;
-    }
-    Ok(())
-}
-
-fn write_chunk(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    entity: Entity,
-    writes: &[Write],
-    received_at: i64,
-) -> Result<(), ApiError> {
+) -> (String, Vec<Value>) {
     let rows = vec!["(?,?,?,?,?,?,?,?)"; writes.len()].join(",");
     let sql = format!(
         "INSERT INTO {} (user_id, id, data, updated_at, deleted_at, server_updated_at, version, created_at) \
@@ -217,14 +224,60 @@ fn write_chunk(
     for write in writes {
         params.push(Value::from(user_id));
         params.push(Value::from(write.record.id.as_str()));
-        params.push(Value::from(write.data_json.as_str()));
+        params.push(Value::from(write.data_json));
         params.push(clock::to_sql(write.record.updated_at));
         params.push(write.record.deleted_at.map_or(Value::NULL, clock::to_sql));
         params.push(received.clone());
         params.push(Value::from(write.version));
         params.push(received.clone());
     }
-    conn.exec_drop(sql, params)?;
+    (sql, params)
+}
+
+/// True when the writes are small enough to travel inside a packet.
+pub fn fit_in_packet(writes: &[Write]) -> bool {
+    writes.iter().map(|w| w.data_json.len()).sum::<usize>() <= MAX_PACKET_DATA_BYTES
+}
+
+/// Inserts or replaces rows in one statement of a packet (writes that
+/// `fit_in_packet`). `server_updated_at` is the request's receive time.
+pub fn push_write_batch(
+    packet: &mut Packet,
+    user_id: &str,
+    entity: Entity,
+    writes: &[Write],
+    received_at: i64,
+) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let (sql, params) = write_statement(user_id, entity, writes, received_at);
+    packet.push(&sql, &params)?;
+    Ok(())
+}
+
+/// Inserts or replaces rows by prepared statements, chunked by data size.
+pub fn write_batch(
+    db: &mut Db,
+    user_id: &str,
+    entity: Entity,
+    writes: &[Write],
+    received_at: i64,
+) -> Result<(), StoreError> {
+    let mut start = 0;
+    while start < writes.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < writes.len()
+            && (end == start || bytes + writes[end].data_json.len() <= MAX_STATEMENT_DATA_BYTES)
+        {
+            bytes += writes[end].data_json.len();
+            end += 1;
+        }
+        let (sql, params) = write_statement(user_id, entity, &writes[start..end], received_at);
+        db.exec_write(&sql, params)?;
+        start = end;
+    }
     Ok(())
 }
 
@@ -237,72 +290,20 @@ pub enum Cursor {
     ReceivedAfter(i64),
 }
 
-/// Which rows a page of changes holds.
-struct PageEntry {
-    version: u64,
-    entity: Entity,
+/// The highest version a page may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upto {
+    Version(u64),
+    /// The user's position as this statement reads it: exact for a
+    /// transaction that holds the user's row lock, which no writer passes.
+    UserPosition,
 }
 
-/// The first `limit` changes after the cursor and at or below version
-/// `upto` across `entities`, in ascending version, and whether more
-/// remain. A bulk passes its position before its own writes as `upto`:
-/// every version above it is one this request wrote, which the device
-/// has (as given, or in the conflict results).
-///
-/// One entity: one statement. Several: first one statement over the five
-/// `(user_id, version)` indexes alone (no `data`, so MariaDB keeps the
-/// union in memory and reads only what the page needs), then each table's
-/// rows up to the page's last version. Under READ COMMITTED one statement
-/// sees one snapshot, and versions commit in order (allocated under the
-/// user's lock), so the first statement sees a prefix of the sequence; no
-/// version at or below the page's last can appear afterwards, and a row
-/// rewritten in between has moved above it and is left for the next page.
-pub fn changes(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    entities: &[Entity],
-    cursor: Cursor,
-    upto: u64,
-    limit: usize,
-) -> Result<(Vec<Pulled>, bool), ApiError> {
-    let (condition, cursor_value) = cursor_condition(cursor);
-    if let [entity] = entities {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND version <= ? \
-             ORDER BY version LIMIT ?",
-            entity.table()
-        );
-        let fetched: Vec<Row> =
-            conn.exec(sql, (user_id, cursor_value, upto, fetch_limit(limit)))?;
-        let mut rows = fetched
-            .into_iter()
-            .map(|row| read_pulled(*entity, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        let has_more = rows.len() > limit;
-        rows.truncate(limit);
-        return Ok((rows, has_more));
-    }
-
-    let (entries, has_more) = page_entries(conn, user_id, entities, cursor, upto, limit)?;
-    let Some(last) = entries.last().map(|entry| entry.version) else {
-        return Ok((Vec::new(), has_more));
-    };
-    let mut rows = Vec::with_capacity(entries.len());
-    for entity in entities {
-        if !entries.iter().any(|entry| entry.entity == *entity) {
-            continue;
-        }
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND version <= ? ORDER BY version",
-            entity.table()
-        );
-        let fetched: Vec<Row> = conn.exec(sql, (user_id, cursor_value.clone(), last))?;
-        for row in fetched {
-            rows.push(read_pulled(*entity, row)?);
-        }
-    }
-    rows.sort_by_key(|row| row.version);
-    Ok((rows, has_more))
+/// Which rows a page of changes holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageEntry {
+    pub version: u64,
+    pub entity: Entity,
 }
 
 /// `LIMIT` takes at most 2^64 - 1; `usize::MAX` means "all".
@@ -317,17 +318,71 @@ fn cursor_condition(cursor: Cursor) -> (&'static str, Value) {
     }
 }
 
-/// The page's rows, by index alone: one more than `limit`, to know
-/// whether more remain.
-fn page_entries(
-    conn: &mut impl Queryable,
+fn upto_condition(user_id: &str, upto: Upto) -> (&'static str, Vec<Value>) {
+    match upto {
+        Upto::Version(version) => ("version <= ?", vec![Value::from(version)]),
+        Upto::UserPosition => (
+            "version <= (SELECT change_counter FROM users WHERE id = ?)",
+            vec![Value::from(user_id)],
+        ),
+    }
+}
+
+/// The first `limit` changes of one entity after the cursor and at or
+/// below `upto` (one more, to know whether more remain), as a statement
+/// of a packet.
+pub fn push_changes_of(
+    packet: &mut Packet,
+    user_id: &str,
+    entity: Entity,
+    cursor: Cursor,
+    upto: Upto,
+    limit: usize,
+) -> Result<Slot, StoreError> {
+    let (condition, cursor_value) = cursor_condition(cursor);
+    let (upto_sql, upto_values) = upto_condition(user_id, upto);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND {upto_sql} \
+         ORDER BY version LIMIT ?",
+        entity.table()
+    );
+    let mut values = vec![Value::from(user_id), cursor_value];
+    values.extend(upto_values);
+    values.push(Value::from(fetch_limit(limit)));
+    packet.push(&sql, &values)
+}
+
+/// The page `push_changes_of` asked for, and whether more remain.
+pub fn read_changes_of(
+    sets: &mut Sets,
+    slot: Slot,
+    entity: Entity,
+    limit: usize,
+) -> Result<(Vec<Pulled>, bool), StoreError> {
+    let mut rows = sets
+        .rows(slot)?
+        .into_iter()
+        .map(|row| read_pulled(entity, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, has_more))
+}
+
+/// Across several entities, the versions of the first `limit` changes (one
+/// more, to know whether more remain), by the five `(user_id, version)`
+/// indexes alone: no `data`, so MariaDB keeps the union in memory and reads
+/// only what the page needs. The rows follow by `page_rows`.
+pub fn push_page_entries(
+    packet: &mut Packet,
     user_id: &str,
     entities: &[Entity],
     cursor: Cursor,
-    upto: u64,
+    upto: Upto,
     limit: usize,
-) -> Result<(Vec<PageEntry>, bool), ApiError> {
+) -> Result<Slot, StoreError> {
     let (condition, cursor_value) = cursor_condition(cursor);
+    let (upto_sql, upto_values) = upto_condition(user_id, upto);
     let asked = fetch_limit(limit);
     let selects: Vec<String> = entities
         .iter()
@@ -335,42 +390,125 @@ fn page_entries(
         .map(|(index, entity)| {
             format!(
                 "(SELECT version, {index} AS entity FROM {} WHERE user_id = ? AND {condition} \
-                 AND version <= ? ORDER BY version LIMIT ?)",
+                 AND {upto_sql} ORDER BY version LIMIT ?)",
                 entity.table()
             )
         })
         .collect();
     let sql = format!("{} ORDER BY version LIMIT ?", selects.join(" UNION ALL "));
-    let mut params = Vec::with_capacity(entities.len() * 4 + 1);
+    let mut values = Vec::with_capacity(entities.len() * 4 + 1);
     for _ in entities {
-        params.push(Value::from(user_id));
-        params.push(cursor_value.clone());
-        params.push(Value::from(upto));
-        params.push(Value::from(asked));
+        values.push(Value::from(user_id));
+        values.push(cursor_value.clone());
+        values.extend(upto_values.iter().cloned());
+        values.push(Value::from(asked));
     }
-    params.push(Value::from(asked));
-    let fetched: Vec<(u64, usize)> = conn.exec(sql, params)?;
-    let mut entries: Vec<PageEntry> = fetched
-        .into_iter()
-        .map(|(version, index)| PageEntry {
-            version,
-            entity: entities
-                .get(index)
-                .copied()
-                .unwrap_or(Entity::HealthMetrics),
-        })
-        .collect();
+    values.push(Value::from(asked));
+    packet.push(&sql, &values)
+}
+
+pub fn read_page_entries(
+    sets: &mut Sets,
+    slot: Slot,
+    entities: &[Entity],
+    limit: usize,
+) -> Result<(Vec<PageEntry>, bool), StoreError> {
+    let mut entries = Vec::new();
+    for mut row in sets.rows(slot)? {
+        let version: Option<u64> = row.take_opt(0).and_then(Result::ok);
+        let index: Option<usize> = row.take_opt(1).and_then(Result::ok);
+        let entity = index.and_then(|index| entities.get(index).copied());
+        match (version, entity) {
+            (Some(version), Some(entity)) => entries.push(PageEntry { version, entity }),
+            _ => return Err(StoreError::broken("a page entry is unreadable")),
+        }
+    }
     let has_more = entries.len() > limit;
     entries.truncate(limit);
     Ok((entries, has_more))
 }
 
+/// The rows of a page decided by `push_page_entries`, in version order, in
+/// one round trip. Under READ COMMITTED one statement sees one snapshot,
+/// and versions commit in order (allocated under the user's lock), so the
+/// entries were a prefix of the sequence: no version at or below the
+/// page's last can appear afterwards, and a row rewritten in between has
+/// moved above it and is left for the next page.
+pub fn page_rows(
+    db: &mut Db,
+    user_id: &str,
+    cursor: Cursor,
+    entries: &[PageEntry],
+) -> Result<Vec<Pulled>, StoreError> {
+    let Some(last) = entries.last().map(|entry| entry.version) else {
+        return Ok(Vec::new());
+    };
+    let mut packet = Packet::new();
+    let mut slots = Vec::new();
+    for entity in Entity::ALL {
+        if entries.iter().any(|entry| entry.entity == entity) {
+            let slot = push_changes_of(
+                &mut packet,
+                user_id,
+                entity,
+                cursor,
+                Upto::Version(last),
+                usize::MAX - 1,
+            )?;
+            slots.push((entity, slot));
+        }
+    }
+    let mut sets = db.run(packet)?;
+    let mut rows = Vec::with_capacity(entries.len());
+    for (entity, slot) in slots {
+        for row in sets.rows(slot)? {
+            rows.push(read_pulled(entity, row)?);
+        }
+    }
+    rows.sort_by_key(|row| row.version);
+    Ok(rows)
+}
+
+/// The first `limit` changes after the cursor and at or below `upto`
+/// across `entities`, in ascending version, and whether more remain: one
+/// round trip for one entity, two for several.
+pub fn changes(
+    db: &mut Db,
+    user_id: &str,
+    entities: &[Entity],
+    cursor: Cursor,
+    upto: u64,
+    limit: usize,
+) -> Result<(Vec<Pulled>, bool), StoreError> {
+    let mut packet = Packet::new();
+    if let [entity] = entities {
+        let slot = push_changes_of(
+            &mut packet,
+            user_id,
+            *entity,
+            cursor,
+            Upto::Version(upto),
+            limit,
+        )?;
+        let mut sets = db.run(packet)?;
+        return read_changes_of(&mut sets, slot, *entity, limit);
+    }
+    let slot = push_page_entries(
+        &mut packet,
+        user_id,
+        entities,
+        cursor,
+        Upto::Version(upto),
+        limit,
+    )?;
+    let mut sets = db.run(packet)?;
+    let (entries, has_more) = read_page_entries(&mut sets, slot, entities, limit)?;
+    Ok((page_rows(db, user_id, cursor, &entries)?, has_more))
+}
+
 /// Per entity: `(records including tombstones, live records, highest
 /// version)`, in one statement.
-pub fn counts(
-    conn: &mut impl Queryable,
-    user_id: &str,
-) -> Result<Vec<(Entity, u64, u64, u64)>, ApiError> {
+pub fn counts(db: &mut Db, user_id: &str) -> Result<Vec<(Entity, u64, u64, u64)>, StoreError> {
     let selects: Vec<String> = Entity::ALL
         .iter()
         .enumerate()
@@ -384,7 +522,7 @@ pub fn counts(
         .collect();
     let sql = selects.join(" UNION ALL ");
     let params: Vec<Value> = Entity::ALL.iter().map(|_| Value::from(user_id)).collect();
-    let rows: Vec<(usize, u64, u64, u64)> = conn.exec(sql, params)?;
+    let rows: Vec<(usize, u64, u64, u64)> = db.exec(&sql, params)?;
     Ok(rows
         .into_iter()
         .filter_map(|(index, total, live, max)| {
@@ -396,57 +534,66 @@ pub fn counts(
 }
 
 /// Advances the user's change counter and receive clock after a write.
-pub fn advance_user(
-    conn: &mut impl Queryable,
+pub fn push_advance_user(
+    packet: &mut Packet,
     user_id: &str,
     change_counter: u64,
     last_write_at: i64,
     last_sync_at: i64,
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+) -> Result<(), StoreError> {
+    packet.push(
         "UPDATE users SET change_counter = ?, last_write_at = ?, last_sync_at = ? WHERE id = ?",
-        (
-            change_counter,
+        &[
+            Value::from(change_counter),
             clock::to_sql(last_write_at),
             clock::to_sql(last_sync_at),
-            user_id,
-        ),
+            Value::from(user_id),
+        ],
     )?;
     Ok(())
 }
 
-pub fn touch_last_sync(conn: &mut impl Queryable, user_id: &str, now: i64) -> Result<(), ApiError> {
-    conn.exec_drop(
+pub fn push_touch_last_sync(
+    packet: &mut Packet,
+    user_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    packet.push(
         "UPDATE users SET last_sync_at = ? WHERE id = ?",
-        (clock::to_sql(now), user_id),
+        &[clock::to_sql(now), Value::from(user_id)],
     )?;
     Ok(())
 }
 
 /// Records a device's last sync (`X-Device-Id`). Unchanged position and a
 /// recent time leave the row as it is, so a repeated pull writes nothing.
-pub fn record_device(
-    conn: &mut impl Queryable,
+pub fn push_record_device(
+    packet: &mut Packet,
     user_id: &str,
     device_id: &str,
     now: i64,
     sync_token: u64,
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+) -> Result<(), StoreError> {
+    packet.push(
         r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token) VALUES (?, ?, ?, ?)
           ON DUPLICATE KEY UPDATE
             last_sync_at = IF(last_sync_token <> VALUES(last_sync_token)
                               OR last_sync_at < VALUES(last_sync_at) - INTERVAL 60 SECOND,
                               VALUES(last_sync_at), last_sync_at),
             last_sync_token = VALUES(last_sync_token)",
-        (user_id, device_id, clock::to_sql(now), sync_token),
+        &[
+            Value::from(user_id),
+            Value::from(device_id),
+            clock::to_sql(now),
+            Value::from(sync_token),
+        ],
     )?;
     Ok(())
 }
 
 /// A device's last sync, as the account shows it.
-pub fn devices(conn: &mut impl Queryable, user_id: &str) -> Result<Vec<(String, i64)>, ApiError> {
-    let rows: Vec<(String, Value)> = conn.exec(
+pub fn devices(db: &mut Db, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows: Vec<(String, Value)> = db.exec(
         "SELECT device_id, last_sync_at FROM sync_status WHERE user_id = ? ORDER BY last_sync_at DESC",
         (user_id,),
     )?;

@@ -1,11 +1,10 @@
 //! The `refresh_tokens` table: refresh tokens stored only as SHA-256
 //! hashes, grouped in families (one login's chain of rotations).
 
-use mysql::prelude::Queryable;
 use mysql::{params, Row, Value};
 
-use crate::error::ApiError;
 use crate::store::clock;
+use crate::store::db::{Db, StoreError};
 
 pub struct NewToken<'a> {
     pub user_id: &'a str,
@@ -15,8 +14,8 @@ pub struct NewToken<'a> {
     pub expires_at: i64,
 }
 
-pub fn insert(conn: &mut impl Queryable, token: &NewToken) -> Result<(), ApiError> {
-    conn.exec_drop(
+pub fn insert(db: &mut Db, token: &NewToken) -> Result<(), StoreError> {
+    db.exec_write(
         r"INSERT INTO refresh_tokens (user_id, token_hash, family_id, issued_at, expires_at)
           VALUES (:user_id, :hash, :family, :issued, :expires)",
         params! {
@@ -40,12 +39,8 @@ pub struct Stored {
 
 /// Reads and locks one token row: concurrent refreshes with one token are
 /// serialized here, and each sees what the one before it did.
-pub fn lock(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    hash: &[u8; 32],
-) -> Result<Option<Stored>, ApiError> {
-    let row: Option<Row> = conn.exec_first(
+pub fn lock(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    let row: Option<Row> = db.exec_first(
         r"SELECT family_id, spent_at, grace_used, revoked_at IS NOT NULL
           FROM refresh_tokens WHERE user_id = ? AND token_hash = ? FOR UPDATE",
         (user_id, &hash[..]),
@@ -54,7 +49,7 @@ pub fn lock(
     let family_id: String = row
         .take_opt(0)
         .and_then(Result::ok)
-        .ok_or_else(|| ApiError::Internal("refresh_tokens.family_id unreadable".into()))?;
+        .ok_or_else(|| StoreError::broken("refresh_tokens.family_id unreadable"))?;
     let spent_at = row
         .take_opt::<Value, _>(1)
         .and_then(Result::ok)
@@ -69,25 +64,16 @@ pub fn lock(
     }))
 }
 
-pub fn mark_spent(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    hash: &[u8; 32],
-    now: i64,
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+pub fn mark_spent(db: &mut Db, user_id: &str, hash: &[u8; 32], now: i64) -> Result<(), StoreError> {
+    db.exec_write(
         "UPDATE refresh_tokens SET spent_at = ? WHERE user_id = ? AND token_hash = ?",
         (clock::to_sql(now), user_id, &hash[..]),
     )?;
     Ok(())
 }
 
-pub fn mark_grace_used(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    hash: &[u8; 32],
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+pub fn mark_grace_used(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<(), StoreError> {
+    db.exec_write(
         "UPDATE refresh_tokens SET grace_used = TRUE WHERE user_id = ? AND token_hash = ?",
         (user_id, &hash[..]),
     )?;
@@ -95,12 +81,12 @@ pub fn mark_grace_used(
 }
 
 pub fn revoke_family(
-    conn: &mut impl Queryable,
+    db: &mut Db,
     user_id: &str,
     family_id: &str,
     now: i64,
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+) -> Result<(), StoreError> {
+    db.exec_write(
         r"UPDATE refresh_tokens SET revoked_at = ?
           WHERE user_id = ? AND family_id = ? AND revoked_at IS NULL",
         (clock::to_sql(now), user_id, family_id),
@@ -111,15 +97,15 @@ pub fn revoke_family(
 /// Deletes every refresh token of the user (logout everywhere, password
 /// change): the bumped token version refuses them anyway, and nothing is
 /// kept that is not needed.
-pub fn delete_all(conn: &mut impl Queryable, user_id: &str) -> Result<(), ApiError> {
-    conn.exec_drop("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))?;
+pub fn delete_all(db: &mut Db, user_id: &str) -> Result<(), StoreError> {
+    db.exec_write("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))?;
     Ok(())
 }
 
 /// Deletes the user's expired tokens; called on login so the table does
 /// not grow without a cron job.
-pub fn delete_expired(conn: &mut impl Queryable, user_id: &str, now: i64) -> Result<(), ApiError> {
-    conn.exec_drop(
+pub fn delete_expired(db: &mut Db, user_id: &str, now: i64) -> Result<(), StoreError> {
+    db.exec_write(
         "DELETE FROM refresh_tokens WHERE user_id = ? AND expires_at < ?",
         (user_id, clock::to_sql(now)),
     )?;

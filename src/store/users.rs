@@ -1,11 +1,10 @@
 //! The `users` table: accounts, the per-user change counter and token
 //! version, and erasure of everything a user owns.
 
-use mysql::prelude::Queryable;
 use mysql::{params, Row, Value};
 
-use crate::error::ApiError;
 use crate::store::clock;
+use crate::store::db::{Db, Packet, Sets, Slot, StoreError, ER_DUP_ENTRY};
 use crate::sync::Entity;
 
 /// What a request needs of its user, read once (and locked for writes).
@@ -27,16 +26,16 @@ pub struct User {
 const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabled, \
      change_counter, last_write_at, last_sync_at, purged_version, purged_before";
 
-fn from_row(mut row: Row) -> Result<User, ApiError> {
-    let take_string = |row: &mut Row, index: usize| -> Result<String, ApiError> {
+fn from_row(mut row: Row) -> Result<User, StoreError> {
+    let take_string = |row: &mut Row, index: usize| -> Result<String, StoreError> {
         row.take_opt::<String, _>(index)
             .and_then(Result::ok)
-            .ok_or_else(|| ApiError::Internal(format!("users column {index} unreadable")))
+            .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
     };
-    let take_u64 = |row: &mut Row, index: usize| -> Result<u64, ApiError> {
+    let take_u64 = |row: &mut Row, index: usize| -> Result<u64, StoreError> {
         row.take_opt::<u64, _>(index)
             .and_then(Result::ok)
-            .ok_or_else(|| ApiError::Internal(format!("users column {index} unreadable")))
+            .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
     };
     let take_time = |row: &mut Row, index: usize| -> Option<i64> {
         row.take_opt::<Value, _>(index)
@@ -59,7 +58,7 @@ fn from_row(mut row: Row) -> Result<User, ApiError> {
 }
 
 /// How a read of the user row locks it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {
     None,
     /// Waits for the user's writers to commit; taken by readers that must
@@ -69,24 +68,47 @@ pub enum Lock {
     Update,
 }
 
-pub fn find_by_id(
-    conn: &mut impl Queryable,
-    id: &str,
-    lock: Lock,
-) -> Result<Option<User>, ApiError> {
-    let suffix = match lock {
-        Lock::None => "",
-        Lock::Share => " LOCK IN SHARE MODE",
-        Lock::Update => " FOR UPDATE",
-    };
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}");
-    let row: Option<Row> = conn.exec_first(sql, (id,))?;
+fn select_by_id(lock: Lock) -> &'static str {
+    match lock {
+        Lock::None => {
+            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
+             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
+             FROM users WHERE id = ?"
+        }
+        Lock::Share => {
+            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
+             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
+             FROM users WHERE id = ? LOCK IN SHARE MODE"
+        }
+        Lock::Update => {
+            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
+             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
+             FROM users WHERE id = ? FOR UPDATE"
+        }
+    }
+}
+
+pub fn find_by_id(db: &mut Db, id: &str, lock: Lock) -> Result<Option<User>, StoreError> {
+    let row: Option<Row> = db.exec_first(select_by_id(lock), (id,))?;
     row.map(from_row).transpose()
 }
 
-pub fn find_by_email(conn: &mut impl Queryable, email: &str) -> Result<Option<User>, ApiError> {
+/// The same read, as a statement of a larger packet.
+pub fn push_find_by_id(packet: &mut Packet, id: &str, lock: Lock) -> Result<Slot, StoreError> {
+    packet.push(select_by_id(lock), &[Value::from(id)])
+}
+
+pub fn read_user(sets: &mut Sets, slot: Slot) -> Result<Option<User>, StoreError> {
+    sets.rows(slot)?
+        .into_iter()
+        .next()
+        .map(from_row)
+        .transpose()
+}
+
+pub fn find_by_email(db: &mut Db, email: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE email = ?");
-    let row: Option<Row> = conn.exec_first(sql, (email,))?;
+    let row: Option<Row> = db.exec_first(&sql, (email,))?;
     row.map(from_row).transpose()
 }
 
@@ -98,9 +120,15 @@ pub struct NewUser<'a> {
     pub now: i64,
 }
 
-/// Inserts a user; `Err(EmailTaken)` when the normalized email exists.
-pub fn insert(conn: &mut impl Queryable, user: &NewUser) -> Result<(), ApiError> {
-    let result = conn.exec_drop(
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The normalized email belongs to an account already.
+    EmailTaken,
+}
+
+pub fn insert(db: &mut Db, user: &NewUser) -> Result<Inserted, StoreError> {
+    let result = db.exec_write(
         r"INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
           VALUES (:id, :email, :name, :hash, :now, :now)",
         params! {
@@ -112,49 +140,48 @@ pub fn insert(conn: &mut impl Queryable, user: &NewUser) -> Result<(), ApiError>
         },
     );
     match result {
-        Ok(()) => Ok(()),
-        Err(mysql::Error::MySqlError(e)) if e.code == 1062 => Err(ApiError::EmailTaken),
-        Err(e) => Err(e.into()),
+        Ok(_) => Ok(Inserted::Created),
+        Err(error) if error.code == Some(ER_DUP_ENTRY) => Ok(Inserted::EmailTaken),
+        Err(error) => Err(error),
     }
 }
 
 pub fn set_password(
-    conn: &mut impl Queryable,
+    db: &mut Db,
     id: &str,
     password_hash: &str,
     now: i64,
-) -> Result<u32, ApiError> {
-    conn.exec_drop(
+) -> Result<Option<u32>, StoreError> {
+    db.exec_write(
         r"UPDATE users SET password_hash = ?, token_version = token_version + 1, updated_at = ?
           WHERE id = ?",
         (password_hash, clock::to_sql(now), id),
     )?;
-    current_token_version(conn, id)
+    current_token_version(db, id)
 }
 
 /// Refuses every token issued so far (logout everywhere).
-pub fn bump_token_version(conn: &mut impl Queryable, id: &str, now: i64) -> Result<u32, ApiError> {
-    conn.exec_drop(
+pub fn bump_token_version(db: &mut Db, id: &str, now: i64) -> Result<Option<u32>, StoreError> {
+    db.exec_write(
         "UPDATE users SET token_version = token_version + 1, updated_at = ? WHERE id = ?",
         (clock::to_sql(now), id),
     )?;
-    current_token_version(conn, id)
+    current_token_version(db, id)
 }
 
-fn current_token_version(conn: &mut impl Queryable, id: &str) -> Result<u32, ApiError> {
-    let version: Option<u32> =
-        conn.exec_first("SELECT token_version FROM users WHERE id = ?", (id,))?;
-    version.ok_or(ApiError::Unauthorized("The account no longer exists"))
+/// The user's token version; `None` when the account is gone.
+fn current_token_version(db: &mut Db, id: &str) -> Result<Option<u32>, StoreError> {
+    db.exec_first("SELECT token_version FROM users WHERE id = ?", (id,))
 }
 
 pub fn update_profile(
-    conn: &mut impl Queryable,
+    db: &mut Db,
     id: &str,
     name: Option<&str>,
     sync_enabled: Option<bool>,
     now: i64,
-) -> Result<(), ApiError> {
-    conn.exec_drop(
+) -> Result<(), StoreError> {
+    db.exec_write(
         r"UPDATE users SET name = COALESCE(:name, name),
               sync_enabled = COALESCE(:sync_enabled, sync_enabled), updated_at = :now
           WHERE id = :id",
@@ -178,18 +205,18 @@ pub fn owned_tables() -> Vec<&'static str> {
 
 /// Erases the user and everything they own. Runs inside the caller's
 /// transaction, which holds the user's row lock.
-pub fn erase(conn: &mut impl Queryable, user: &User, email_bucket: &[u8]) -> Result<(), ApiError> {
+pub fn erase(db: &mut Db, user: &User, email_bucket: &[u8]) -> Result<(), StoreError> {
     for table in owned_tables() {
-        conn.exec_drop(
-            format!("DELETE FROM {table} WHERE user_id = ?"),
+        db.exec_write(
+            &format!("DELETE FROM {table} WHERE user_id = ?"),
             (&user.id,),
         )?;
     }
     let user_bucket = format!("u:{}", user.id).into_bytes();
-    conn.exec_drop(
+    db.exec_write(
         "DELETE FROM rate_limits WHERE bucket IN (?, ?)",
         (user_bucket, email_bucket),
     )?;
-    conn.exec_drop("DELETE FROM users WHERE id = ?", (&user.id,))?;
+    db.exec_write("DELETE FROM users WHERE id = ?", (&user.id,))?;
     Ok(())
 }

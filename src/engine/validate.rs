@@ -1,18 +1,15 @@
-//! The push engine shared by `POST /<slug>/sync` and `POST /sync/bulk`:
-//! per-record validation (contract section 3), then, inside the caller's
-//! transaction (user row already locked), one locking read of the batch's
-//! rows, the pure merge of `sync/` per record, and one write per chunk.
+//! Per-record validation of pushed records (contract section 3), before any
+//! lock is taken: a bad record becomes a `RecordError` and the rest of its
+//! batch still applies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use mysql::prelude::Queryable;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::engine::wire::RecordError;
 use crate::store::clock;
-use crate::store::records::{self, Write};
-use crate::sync::{self, Entity, Incoming, Outcome, Record, Resolution, Stored};
+use crate::sync::{Entity, Incoming, Record};
 
 /// How far ahead of the server clock a device's timestamp may be.
 pub const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
@@ -32,21 +29,41 @@ pub struct Valid {
 pub struct Batch {
     pub entity: Entity,
     pub valid: Vec<Valid>,
-    pub errors: Vec<Value>,
+    pub errors: Vec<RecordError>,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
         self.valid.len() + self.errors.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-fn record_error(id: Option<&Value>, index: usize, code: &str, message: &str) -> Value {
-    let id = match id {
-        Some(Value::String(text)) => Value::String(text.clone()),
-        _ => Value::Null,
-    };
-    json!({"id": id, "index": index, "code": code, "message": message})
+fn record_error(
+    id: Option<&Value>,
+    index: usize,
+    code: &'static str,
+    message: String,
+) -> RecordError {
+    RecordError {
+        id: id.and_then(Value::as_str).map(str::to_owned),
+        index,
+        code,
+        message,
+    }
+}
+
+impl Batch {
+    /// The ids of the records that will be applied, for the locking read.
+    pub fn ids(&self) -> Vec<&str> {
+        self.valid
+            .iter()
+            .map(|valid| valid.incoming.record.id.as_str())
+            .collect()
+    }
 }
 
 /// Validates each record on its own; a bad one goes to `errors` and the
@@ -59,7 +76,7 @@ pub fn validate(entity: Entity, list: Vec<Value>, config: &Config, now_ms: i64) 
     for (index, raw) in list.into_iter().enumerate() {
         match parse_record(&raw, config, now_ms) {
             Err((code, message)) => {
-                errors.push(record_error(raw.get("id"), index, code, &message));
+                errors.push(record_error(raw.get("id"), index, code, message));
             }
             Ok((incoming, data_json)) => {
                 if !seen.insert(incoming.record.id.clone()) {
@@ -67,7 +84,7 @@ pub fn validate(entity: Entity, list: Vec<Value>, config: &Config, now_ms: i64) 
                         raw.get("id"),
                         index,
                         "DUPLICATE_ID",
-                        "this id appears earlier in the batch",
+                        "this id appears earlier in the batch".to_owned(),
                     ));
                     continue;
                 }
@@ -218,200 +235,10 @@ fn value_depth(value: &Value) -> usize {
     }
 }
 
-/// What applying one entity's batch produced, in the contract's shape.
-#[derive(Default)]
-pub struct Applied {
-    pub synced: u64,
-    pub conflicts: u64,
-    pub errors: Vec<Value>,
-    pub conflict_details: Vec<Value>,
-    pub server_updates: Vec<Value>,
-    pub applied: Vec<Value>,
-}
-
-impl Applied {
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut map = Map::new();
-        map.insert("synced".into(), json!(self.synced));
-        map.insert("conflicts".into(), json!(self.conflicts));
-        map.insert("errors".into(), Value::Array(self.errors.clone()));
-        map.insert(
-            "conflict_details".into(),
-            Value::Array(self.conflict_details.clone()),
-        );
-        map.insert(
-            "server_updates".into(),
-            Value::Array(self.server_updates.clone()),
-        );
-        map.insert("applied".into(), Value::Array(self.applied.clone()));
-        map
-    }
-}
-
-/// Applies a validated batch inside the caller's transaction. `counter` is
-/// the user's change counter, advanced by one per row written, in body
-/// order. `received_at` is this request's server receive time.
-pub fn apply(
-    conn: &mut impl Queryable,
-    user_id: &str,
-    batch: &Batch,
-    counter: &mut u64,
-    received_at: i64,
-) -> Result<Applied, ApiError> {
-    let entity = batch.entity;
-    let mut result = Applied {
-        errors: batch.errors.clone(),
-        ..Applied::default()
-    };
-    if batch.valid.is_empty() {
-        return Ok(result);
-    }
-    let ids: Vec<&str> = batch
-        .valid
-        .iter()
-        .map(|v| v.incoming.record.id.as_str())
-        .collect();
-    let mut stored: HashMap<String, Stored> = records::lock_existing(conn, user_id, entity, &ids)?;
-    let mut pending: Vec<(Record, String, u64)> = Vec::new();
-
-    for valid in &batch.valid {
-        let incoming = &valid.incoming;
-        let id = incoming.record.id.clone();
-        let current = stored.get(&id);
-        let outcome = sync::decide(entity, incoming, current);
-        match outcome {
-            Outcome::Insert | Outcome::Update => {
-                let version = next_version(counter);
-                pending.push((incoming.record.clone(), valid.data_json.clone(), version));
-                result.synced += 1;
-                result.applied.push(json!({"id": id, "version": version}));
-                stored.insert(
-                    id,
-                    Stored {
-                        record: incoming.record.clone(),
-                        version,
-                    },
-                );
-            }
-            Outcome::Retry => {
-                let version = current.map_or(0, |s| s.version);
-                result.synced += 1;
-                result.applied.push(json!({"id": id, "version": version}));
-            }
-            Outcome::Conflict { resolution, store } => {
-                let Some(met) = current.cloned() else {
-                    return Err(ApiError::Internal(
-                        "conflict without a stored record".into(),
-                    ));
-                };
-                result.conflicts += 1;
-                let now_held = match store {
-                    Some(record) => {
-                        let version = next_version(counter);
-                        let data_json = serde_json::to_string(&record.data)
-                            .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
-                        pending.push((record.clone(), data_json, version));
-                        if resolution == Resolution::ClientWins {
-                            result.applied.push(json!({"id": id, "version": version}));
-                        }
-                        let held = Stored { record, version };
-                        stored.insert(id.clone(), held.clone());
-                        held
-                    }
-                    None => met.clone(),
-                };
-                result
-                    .server_updates
-                    .push(records::wire(&now_held.record, now_held.version));
-                result
-                    .conflict_details
-                    .push(conflict_detail(entity, &id, valid, &met, resolution));
-            }
-            Outcome::KeepBoth { derived_id } => {
-                let Some(met) = current.cloned() else {
-                    return Err(ApiError::Internal(
-                        "kept-both without a stored record".into(),
-                    ));
-                };
-                result.conflicts += 1;
-                if !stored.contains_key(&derived_id) {
-                    let found =
-                        records::lock_existing(conn, user_id, entity, &[derived_id.as_str()])?;
-                    stored.extend(found);
-                }
-                let mut copy = incoming.record.clone();
-                copy.id = derived_id.clone();
-                let derived_held = match sync::decide_derived(&copy, stored.get(&derived_id)) {
-                    Outcome::Insert | Outcome::Update => {
-                        let version = next_version(counter);
-                        pending.push((copy.clone(), valid.data_json.clone(), version));
-                        let held = Stored {
-                            record: copy,
-                            version,
-                        };
-                        stored.insert(derived_id.clone(), held.clone());
-                        held
-                    }
-                    _ => match stored.get(&derived_id) {
-                        Some(held) => held.clone(),
-                        None => return Err(ApiError::Internal("derived meal vanished".into())),
-                    },
-                };
-                result
-                    .server_updates
-                    .push(records::wire(&met.record, met.version));
-                result
-                    .server_updates
-                    .push(records::wire(&derived_held.record, derived_held.version));
-                result.conflict_details.push(conflict_detail(
-                    entity,
-                    &id,
-                    valid,
-                    &met,
-                    Resolution::KeptBoth,
-                ));
-            }
-        }
-    }
-
-    let writes: Vec<Write> = pending
-        .iter()
-        .map(|(record, data_json, version)| Write {
-            record,
-            data_json: data_json.clone(),
-            version: *version,
-        })
-        .collect();
-    if !writes.is_empty() {
-        records::write_batch(conn, user_id, entity, &writes, received_at)?;
-    }
-    Ok(result)
-}
-
-fn next_version(counter: &mut u64) -> u64 {
-    *counter += 1;
-    *counter
-}
-
-fn conflict_detail(
-    entity: Entity,
-    id: &str,
-    valid: &Valid,
-    met: &Stored,
-    resolution: Resolution,
-) -> Value {
-    json!({
-        "entity_id": id,
-        "entity_type": entity.bulk_key(),
-        "client_version": valid.raw,
-        "server_version": records::wire(&met.record, met.version),
-        "resolution": resolution.as_str(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_the_canonical_uuid_form_is_accepted() {

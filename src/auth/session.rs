@@ -1,0 +1,179 @@
+//! The checks every authenticated route makes, in the contract's order:
+//! the access token (401), the user's row and token version (401), then
+//! the user's rate limit (429). The user read and the count travel in one
+//! packet, with whatever else the route can ask for before it knows the
+//! user (its page, the rows it will lock): one round trip for a pull.
+
+use crate::auth::{ratelimit, tokens};
+use crate::ctx::{Ctx, Env, Seen};
+use crate::error::ApiError;
+use crate::http::Request;
+use crate::store::db::{Db, Packet, Sets, Slot};
+use crate::store::ratelimit as counters;
+use crate::store::users::{self, Lock, User};
+
+/// Verifies the request's access token; no database work yet.
+pub fn access_claims(
+    env: &Env,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<tokens::AccessClaims, ApiError> {
+    let token = tokens::bearer(request)?;
+    let claims = tokens::verify_access(&env.config.jwt_secret, token)?;
+    seen.user_id = Some(claims.user_id.clone());
+    Ok(claims)
+}
+
+/// The user read and the rate-limit count, added to a packet.
+pub struct Opening {
+    user: Slot,
+    /// `None` when this attempt does not count (a transaction run again
+    /// after a deadlock counts once).
+    hit: Option<Slot>,
+    window: ratelimit::Window,
+    limit: u32,
+}
+
+pub fn push_open(
+    packet: &mut Packet,
+    env: &Env,
+    claims: &tokens::AccessClaims,
+    lock: Lock,
+    count: bool,
+) -> Result<Opening, ApiError> {
+    let window = ratelimit::window(env.now_secs());
+    let hit = match count {
+        true => Some(counters::push_hit(
+            packet,
+            &ratelimit::user_bucket(&claims.user_id),
+            window.start,
+        )?),
+        false => None,
+    };
+    let user = users::push_find_by_id(packet, &claims.user_id, lock)?;
+    Ok(Opening {
+        user,
+        hit,
+        window,
+        limit: env.config.rate_limit_per_minute,
+    })
+}
+
+/// Reads the opening's results: 401 for a missing user or a revoked
+/// token, then 429 over the limit.
+pub fn finish_open(
+    db: &mut Db,
+    sets: &mut Sets,
+    opening: Opening,
+    claims: &tokens::AccessClaims,
+    seen: &mut Seen,
+) -> Result<User, ApiError> {
+    let user = users::read_user(sets, opening.user)?;
+    let user = check_user(user, claims)?;
+    if let Some(slot) = opening.hit {
+        let hits = counters::read_hit(sets, slot);
+        let state = ratelimit::judge(db, hits, opening.limit, opening.window);
+        record(seen, state)?;
+    }
+    Ok(user)
+}
+
+/// Refuses a missing user, or a token issued before a logout-everywhere,
+/// a password change or an erasure.
+pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<User, ApiError> {
+    let user = user.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
+    if user.token_version != claims.token_version {
+        return Err(ApiError::Unauthorized("The token has been revoked"));
+    }
+    Ok(user)
+}
+
+/// Reads (and optionally locks) the token's user on its own.
+pub fn load_user(db: &mut Db, claims: &tokens::AccessClaims, lock: Lock) -> Result<User, ApiError> {
+    check_user(users::find_by_id(db, &claims.user_id, lock)?, claims)
+}
+
+/// The opening of a read-only authenticated route in one round trip: the
+/// token (401), the user's row and token version (401), the user's limit
+/// (429).
+pub fn open<'c, 'a>(
+    ctx: &'c mut Ctx<'a>,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Opened<'c, 'a>, ApiError> {
+    let claims = access_claims(&ctx.env, request, seen)?;
+    let mut packet = Packet::new();
+    let opening = push_open(&mut packet, &ctx.env, &claims, Lock::None, true)?;
+    let (db, env) = ctx.db()?;
+    let mut sets = db.run(packet)?;
+    let user = finish_open(db, &mut sets, opening, &claims, seen)?;
+    Ok(Opened {
+        db,
+        env,
+        claims,
+        user,
+    })
+}
+
+/// An authenticated, counted request: its connection, facts, token and
+/// user.
+pub struct Opened<'c, 'a> {
+    pub db: &'c mut Db,
+    pub env: &'c Env<'a>,
+    pub claims: tokens::AccessClaims,
+    pub user: User,
+}
+
+/// Counts an `/auth/*` request against its client address.
+pub fn limit_address(
+    env: &Env,
+    db: &mut Db,
+    address: &str,
+    seen: &mut Seen,
+) -> Result<(), ApiError> {
+    let bucket = ratelimit::address_bucket(address);
+    let state = ratelimit::check(
+        db,
+        &bucket,
+        env.config.auth_rate_limit_per_minute,
+        env.now_secs(),
+    );
+    record(seen, state)
+}
+
+/// Counts an `/auth/*` request against the (normalized) email it names.
+pub fn limit_email(env: &Env, db: &mut Db, email: &str, seen: &mut Seen) -> Result<(), ApiError> {
+    let bucket = ratelimit::email_bucket(email);
+    let state = ratelimit::check(
+        db,
+        &bucket,
+        env.config.auth_rate_limit_per_minute,
+        env.now_secs(),
+    );
+    // The headers report the tighter of the address and email limits.
+    let tighter_already = match (&state, seen.rate_limit) {
+        (Ok(email_state), Some(address_state)) => address_state.remaining <= email_state.remaining,
+        _ => false,
+    };
+    if tighter_already {
+        return Ok(());
+    }
+    record(seen, state)
+}
+
+fn record(
+    seen: &mut Seen,
+    state: Result<crate::error::RateLimitState, ApiError>,
+) -> Result<(), ApiError> {
+    match state {
+        Ok(state) => {
+            seen.rate_limit = Some(state);
+            Ok(())
+        }
+        Err(ApiError::RateLimited(state)) => {
+            seen.rate_limit = Some(state);
+            Err(ApiError::RateLimited(state))
+        }
+        Err(other) => Err(other),
+    }
+}

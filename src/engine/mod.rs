@@ -1,0 +1,538 @@
+//! The sync engine (contract sections 4 to 6): one path for push, bulk and
+//! pull. `sync` owns the writing transaction of a push (a bulk with one
+//! entity and no page) and of a bulk; `pull` reads a page. Both open with
+//! the session checks in the same packet as their first reads, call the
+//! pure merge of `sync/` per record, and answer in the wire types of
+//! `wire`. No HTTP here beyond `ApiError`; no SQL (that is `store/`).
+//!
+//! Round trips, on a warm connection: a pull is one (count, user, page);
+//! a push is two (begin, count, user, the batch's rows `FOR UPDATE`; then
+//! the writes, the user's new position and `COMMIT`); a bulk adds the
+//! page's rows between them.
+
+pub mod validate;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::auth::session;
+use crate::auth::tokens::AccessClaims;
+use crate::ctx::{Ctx, Env, Seen};
+use crate::error::ApiError;
+use crate::store::clock;
+use crate::store::db::{self, Db, Packet, Slot};
+use crate::store::records::{self, Cursor, Pulled, Upto, Write};
+use crate::store::users::{Lock, User};
+use crate::sync::{self, Entity, Outcome, Record, Resolution, Stored};
+
+pub use validate::Batch;
+use wire::{Applied, ConflictDetail, EntityResult, Held, PullAnswer, Token};
+
+pub const DEFAULT_PULL_LIMIT: usize = 100;
+pub const MAX_PULL_LIMIT: usize = 1000;
+/// `last_sync_at` and a device's last sync are rewritten at most this
+/// often by reads, so a pull stays a read (no commit to wait for).
+const LAST_SYNC_RESOLUTION_MS: i64 = 60_000;
+
+/// A page of changes a bulk asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageAsk {
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// A push or a bulk, parsed and validated before any lock is taken.
+pub struct SyncAsk {
+    /// In the contract's entity order.
+    pub batches: Vec<Batch>,
+    /// `None` for a push.
+    pub page: Option<PageAsk>,
+}
+
+/// What a sync did, committed.
+pub struct Synced {
+    pub results: Vec<(Entity, EntityResult)>,
+    pub page: Vec<Pulled>,
+    pub has_more: bool,
+    /// The user's position before this request's writes.
+    pub previous: u64,
+    /// Where the device stands now: after everything sent or written, or
+    /// after the page's last record when more remain.
+    pub position: u64,
+    pub sync_timestamp: i64,
+}
+
+/// Runs a push or a bulk in one transaction. The checks answer in the
+/// contract's order: the token was verified by the caller; here the user
+/// (401), the limit (429), the body's own refusal (`ask`), the device
+/// header, `SYNC_DISABLED`, then the cursor (410).
+pub fn sync(
+    ctx: &mut Ctx,
+    claims: &AccessClaims,
+    ask: &Result<SyncAsk, ApiError>,
+    device: &Result<Option<&str>, ApiError>,
+    seen: &mut Seen,
+) -> Result<Synced, ApiError> {
+    let writes = matches!(ask, Ok(ask) if ask.batches.iter().any(|b| !b.is_empty()));
+    // Writers lock the user row; a pure pull shares it, which still waits
+    // for the user's writers so `sync_timestamp` is exact.
+    let lock = if writes { Lock::Update } else { Lock::Share };
+    let (db, env) = ctx.db()?;
+    let (synced, pull_only) = db::transaction(db, |db, attempt| {
+        let mut packet = Packet::new();
+        let opening = session::push_open(&mut packet, env, claims, lock, attempt == 1)?;
+        let mut locks: Vec<Option<Slot>> = Vec::new();
+        let mut page_slot = None;
+        if let Ok(ask) = ask {
+            for batch in &ask.batches {
+                let ids = batch.ids();
+                locks.push(records::push_lock_existing(
+                    &mut packet,
+                    &claims.user_id,
+                    batch.entity,
+                    &ids,
+                )?);
+            }
+            if let Some(page) = ask.page {
+                // Up to the user's position before this request's writes:
+                // every version above it is one this request writes.
+                page_slot = Some(records::push_page_entries(
+                    &mut packet,
+                    &claims.user_id,
+                    &Entity::ALL,
+                    page.cursor.unwrap_or(Cursor::AfterVersion(0)),
+                    Upto::UserPosition,
+                    page.limit,
+                )?);
+            }
+        }
+        let mut sets = db.run(packet)?;
+        let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
+        let ask = ask.as_ref().map_err(Clone::clone)?;
+        let device = device.clone()?;
+        if !user.sync_enabled {
+            return Err(ApiError::SyncDisabled);
+        }
+        if let Some(page) = ask.page {
+            check_cursor(&user, page.cursor)?;
+        }
+
+        let received_at = receive_time(&user);
+        let mut counter = user.change_counter;
+        let mut merged = Vec::with_capacity(ask.batches.len());
+        for (batch, slot) in ask.batches.iter().zip(locks) {
+            let stored = records::read_locked(&mut sets, slot, batch.entity)?;
+            merged.push(merge_batch(db, &user.id, batch, stored, &mut counter)?);
+        }
+        let (page, has_more, page_end) = match (ask.page, page_slot) {
+            (Some(page), Some(slot)) => {
+                let (entries, has_more) =
+                    records::read_page_entries(&mut sets, slot, &Entity::ALL, page.limit)?;
+                let cursor = page.cursor.unwrap_or(Cursor::AfterVersion(0));
+                let rows = records::page_rows(db, &user.id, cursor, &entries)?;
+                let end = entries.last().map(|entry| entry.version);
+                (without_written(rows, &merged), has_more, end)
+            }
+            _ => (Vec::new(), false, None),
+        };
+        let wrote = counter != user.change_counter;
+        // Complete: everything up to the user's position has been sent or
+        // was written by this request. Otherwise: up to the page's end.
+        let position = match (has_more, page_end) {
+            (true, Some(end)) => end,
+            _ => counter,
+        };
+        // Later writes get a receive time strictly after this one.
+        let sync_timestamp = if wrote {
+            received_at
+        } else {
+            let just_before_now = clock::to_millis(time::OffsetDateTime::now_utc()) - 1;
+            user.last_write_at
+                .map_or(just_before_now, |last| last.max(just_before_now))
+        };
+
+        let mut packet = Packet::new();
+        for one in &merged {
+            let writes = one.writes();
+            if records::fit_in_packet(&writes) {
+                records::push_write_batch(&mut packet, &user.id, one.entity, &writes, received_at)?;
+            } else {
+                records::write_batch(db, &user.id, one.entity, &writes, received_at)?;
+            }
+        }
+        if wrote {
+            records::push_advance_user(
+                &mut packet,
+                &user.id,
+                counter,
+                received_at,
+                env.now_millis(),
+            )?;
+        }
+        // A writer records the sync in its own transaction; a reader does
+        // it after commit, so its shared lock is never upgraded (two
+        // readers upgrading at once would deadlock).
+        if lock == Lock::Update {
+            push_record_sync(&mut packet, env, &user, device, position, wrote)?;
+        }
+        packet.commit();
+        db.run(packet)?;
+        let synced = Synced {
+            results: merged
+                .into_iter()
+                .map(|one| (one.entity, one.result))
+                .collect(),
+            page,
+            has_more,
+            previous: user.change_counter,
+            position,
+            sync_timestamp,
+        };
+        Ok((synced, (lock == Lock::Share).then_some(user)))
+    })?;
+    if let (Some(user), Ok(device)) = (pull_only, device) {
+        let mut packet = Packet::new();
+        push_record_sync(&mut packet, env, &user, *device, synced.position, false)?;
+        db.run(packet)?;
+    }
+    Ok(synced)
+}
+
+/// A pull's query, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PullAsk {
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// One page of one entity's changes. With a sync token (or none) one
+/// round trip and no transaction; with `since`, under the user's shared
+/// lock, which waits for the user's writers to commit, so every write with
+/// an earlier receive time is visible and none still to come can get one.
+pub fn pull(
+    ctx: &mut Ctx,
+    claims: &AccessClaims,
+    entity: Entity,
+    ask: &Result<PullAsk, ApiError>,
+    device: &Result<Option<&str>, ApiError>,
+    seen: &mut Seen,
+) -> Result<PullAnswer, ApiError> {
+    let locked = matches!(
+        ask,
+        Ok(PullAsk {
+            cursor: Some(Cursor::ReceivedAfter(_)),
+            ..
+        })
+    );
+    let (db, env) = ctx.db()?;
+    let mut read = |db: &mut Db, attempt: u32| -> Result<(User, Vec<Pulled>, bool), ApiError> {
+        let mut packet = Packet::new();
+        let lock = if locked { Lock::Share } else { Lock::None };
+        let opening = session::push_open(&mut packet, env, claims, lock, attempt == 1)?;
+        let page_slot = match ask {
+            Ok(ask) => Some(records::push_changes_of(
+                &mut packet,
+                &claims.user_id,
+                entity,
+                ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
+                Upto::Version(u64::MAX),
+                ask.limit,
+            )?),
+            Err(_) => None,
+        };
+        let mut sets = db.run(packet)?;
+        let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
+        let ask = ask.as_ref().map_err(Clone::clone)?;
+        device.clone()?;
+        if !user.sync_enabled {
+            return Err(ApiError::SyncDisabled);
+        }
+        check_cursor(&user, ask.cursor)?;
+        let (rows, has_more) = match page_slot {
+            Some(slot) => records::read_changes_of(&mut sets, slot, entity, ask.limit)?,
+            None => (Vec::new(), false),
+        };
+        Ok((user, rows, has_more))
+    };
+    let (user, rows, has_more) = if locked {
+        db::transaction(db, read)?
+    } else {
+        read(db, 1)?
+    };
+    let cursor = ask.as_ref().ok().and_then(|ask| ask.cursor);
+    let position_if_complete = locked.then_some(user.change_counter);
+    let next = next_position(&rows, has_more, cursor, position_if_complete);
+    let mut packet = Packet::new();
+    push_record_sync(&mut packet, env, &user, device.clone()?, next, false)?;
+    db.run(packet)?;
+    Ok(PullAnswer {
+        entity,
+        records: rows,
+        has_more,
+        next_sync_token: Token(next),
+    })
+}
+
+/// Refuses a cursor older than purged tombstones (the device must pull
+/// from scratch), or one from beyond the user's sequence (a token that is
+/// not this user's, or a database restored from a backup).
+pub fn check_cursor(user: &User, cursor: Option<Cursor>) -> Result<(), ApiError> {
+    let too_old = match cursor {
+        Some(Cursor::AfterVersion(version)) => {
+            version < user.purged_version || version > user.change_counter
+        }
+        Some(Cursor::ReceivedAfter(millis)) => {
+            matches!(user.purged_before, Some(purged) if millis < purged)
+        }
+        None => false,
+    };
+    if too_old {
+        return Err(ApiError::ResetRequired);
+    }
+    Ok(())
+}
+
+/// A bulk's page, read before its writes, less the records those writes
+/// replace: each has moved above the page (to a version this request
+/// took), and the device holds it as sent or as its conflict result.
+fn without_written(rows: Vec<Pulled>, merged: &[Merged]) -> Vec<Pulled> {
+    let written: HashSet<(Entity, &str)> = merged
+        .iter()
+        .flat_map(|one| {
+            one.pending
+                .iter()
+                .map(move |(record, _, _)| (one.entity, record.id.as_str()))
+        })
+        .collect();
+    if written.is_empty() {
+        return rows;
+    }
+    rows.into_iter()
+        .filter(|row| !written.contains(&(row.entity, row.id.as_str())))
+        .collect()
+}
+
+/// Where the next page starts: after the last record sent; on a complete
+/// page read under the user's lock, the user's position then; otherwise
+/// the request's own cursor (never an earlier position).
+fn next_position(
+    rows: &[Pulled],
+    has_more: bool,
+    cursor: Option<Cursor>,
+    position_if_complete: Option<u64>,
+) -> u64 {
+    let last = rows.last().map(|row| row.version);
+    match (has_more, position_if_complete) {
+        (false, Some(position)) => position.max(last.unwrap_or(0)),
+        _ => match (last, cursor) {
+            (Some(version), _) => version,
+            (None, Some(Cursor::AfterVersion(version))) => version,
+            (None, _) => 0,
+        },
+    }
+}
+
+/// Records the sync in `users.last_sync_at` and, with `X-Device-Id`, in
+/// `sync_status`. A read skips the first write when it is recent, so a
+/// repeated pull writes nothing and sends nothing.
+fn push_record_sync(
+    packet: &mut Packet,
+    env: &Env,
+    user: &User,
+    device: Option<&str>,
+    position: u64,
+    wrote: bool,
+) -> Result<(), ApiError> {
+    let now = env.now_millis();
+    let recent = matches!(user.last_sync_at, Some(at) if now - at < LAST_SYNC_RESOLUTION_MS);
+    if !wrote && !recent {
+        records::push_touch_last_sync(packet, &user.id, now)?;
+    }
+    if let Some(device) = device {
+        records::push_record_device(packet, &user.id, device, now, position)?;
+    }
+    Ok(())
+}
+
+/// The server receive time of a write: the clock read under the user's
+/// lock, kept strictly after the user's previous write, so that
+/// `server_updated_at > since` is exact.
+fn receive_time(user: &User) -> i64 {
+    let now = clock::to_millis(time::OffsetDateTime::now_utc());
+    match user.last_write_at {
+        Some(last) if last >= now => last + 1,
+        _ => now,
+    }
+}
+
+/// One entity's batch after the merge: its answer and the rows to write.
+struct Merged {
+    entity: Entity,
+    result: EntityResult,
+    /// Record, its data as compact JSON, the version it takes.
+    pending: Vec<(Record, String, u64)>,
+}
+
+impl Merged {
+    fn writes(&self) -> Vec<Write<'_>> {
+        self.pending
+            .iter()
+            .map(|(record, data_json, version)| Write {
+                record,
+                data_json,
+                version: *version,
+            })
+            .collect()
+    }
+}
+
+/// Decides every record of a batch against the stored rows (locked by the
+/// caller), in body order. `counter` is the user's change counter,
+/// advanced by one per row to write. A kept-both meal whose derived id was
+/// not among the locked rows locks it here (one more round trip, only
+/// then).
+fn merge_batch(
+    db: &mut Db,
+    user_id: &str,
+    batch: &Batch,
+    mut stored: HashMap<String, Stored>,
+    counter: &mut u64,
+) -> Result<Merged, ApiError> {
+    let entity = batch.entity;
+    let mut result = EntityResult {
+        errors: batch.errors.clone(),
+        ..EntityResult::default()
+    };
+    let mut pending: Vec<(Record, String, u64)> = Vec::new();
+    let mut next_version = || {
+        *counter += 1;
+        *counter
+    };
+
+    for valid in &batch.valid {
+        let incoming = &valid.incoming;
+        let id = incoming.record.id.clone();
+        let current = stored.get(&id);
+        match sync::decide(entity, incoming, current) {
+            Outcome::Insert | Outcome::Update => {
+                let version = next_version();
+                pending.push((incoming.record.clone(), valid.data_json.clone(), version));
+                result.synced += 1;
+                result.applied.push(Applied {
+                    id: id.clone(),
+                    version,
+                });
+                stored.insert(
+                    id,
+                    Stored {
+                        record: incoming.record.clone(),
+                        version,
+                    },
+                );
+            }
+            Outcome::Retry => {
+                let version = current.map_or(0, |s| s.version);
+                result.synced += 1;
+                result.applied.push(Applied { id, version });
+            }
+            Outcome::Conflict { resolution, store } => {
+                let Some(met) = current.cloned() else {
+                    return Err(ApiError::Internal(
+                        "conflict without a stored record".into(),
+                    ));
+                };
+                result.conflicts += 1;
+                let now_held = match store {
+                    Some(record) => {
+                        let version = next_version();
+                        let data_json = serde_json::to_string(&record.data)
+                            .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
+                        pending.push((record.clone(), data_json, version));
+                        if resolution == Resolution::ClientWins {
+                            result.applied.push(Applied {
+                                id: id.clone(),
+                                version,
+                            });
+                        }
+                        let held = Stored { record, version };
+                        stored.insert(id.clone(), held.clone());
+                        held
+                    }
+                    None => met.clone(),
+                };
+                result.server_updates.push(held(now_held));
+                result
+                    .conflict_details
+                    .push(conflict_detail(entity, &id, valid, met, resolution));
+            }
+            Outcome::KeepBoth { derived_id } => {
+                let Some(met) = current.cloned() else {
+                    return Err(ApiError::Internal(
+                        "kept-both without a stored record".into(),
+                    ));
+                };
+                result.conflicts += 1;
+                if !stored.contains_key(&derived_id) {
+                    let found =
+                        records::lock_existing(db, user_id, entity, &[derived_id.as_str()])?;
+                    stored.extend(found);
+                }
+                let mut copy = incoming.record.clone();
+                copy.id = derived_id.clone();
+                let derived_held = match sync::decide_derived(&copy, stored.get(&derived_id)) {
+                    Outcome::Insert | Outcome::Update => {
+                        let version = next_version();
+                        pending.push((copy.clone(), valid.data_json.clone(), version));
+                        let held = Stored {
+                            record: copy,
+                            version,
+                        };
+                        stored.insert(derived_id.clone(), held.clone());
+                        held
+                    }
+                    _ => match stored.get(&derived_id) {
+                        Some(held) => held.clone(),
+                        None => return Err(ApiError::Internal("derived meal vanished".into())),
+                    },
+                };
+                result.server_updates.push(held(met.clone()));
+                result.server_updates.push(held(derived_held));
+                result.conflict_details.push(conflict_detail(
+                    entity,
+                    &id,
+                    valid,
+                    met,
+                    Resolution::KeptBoth,
+                ));
+            }
+        }
+    }
+    Ok(Merged {
+        entity,
+        result,
+        pending,
+    })
+}
+
+fn held(stored: Stored) -> Held {
+    Held {
+        record: stored.record,
+        version: stored.version,
+    }
+}
+
+fn conflict_detail(
+    entity: Entity,
+    id: &str,
+    valid: &validate::Valid,
+    met: Stored,
+    resolution: Resolution,
+) -> ConflictDetail {
+    ConflictDetail {
+        entity_id: id.to_owned(),
+        entity_type: entity.bulk_key(),
+        client_version: valid.raw.clone(),
+        server_version: held(met),
+        resolution: resolution.as_str(),
+    }
+}

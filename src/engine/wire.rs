@@ -1,0 +1,293 @@
+//! The engine's results as the contract's wire shapes (sections 4, 5, 6):
+//! each type serializes to exactly what the client receives inside the
+//! envelope's `data`, so no route builds or takes apart JSON by hand.
+//! Pulled records go out as their stored JSON text (`records::Pulled`).
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
+
+use crate::store::clock;
+use crate::store::records::Pulled;
+use crate::sync::{Entity, Record};
+
+/// A position in the user's change sequence: its decimal digits, one
+/// spelling per position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token(pub u64);
+
+impl Serialize for Token {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl Token {
+    pub fn parse(text: &str) -> Option<u64> {
+        if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    }
+}
+
+/// A server time on the wire: RFC 3339, UTC, milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time(pub i64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&clock::to_rfc3339(self.0))
+    }
+}
+
+/// A refused record of a push: `{id, index, code, message}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordError {
+    pub id: Option<String>,
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// `{id, version}` of a record the server now holds exactly as sent.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub id: String,
+    pub version: u64,
+}
+
+/// A record the server holds, already parsed (a conflict's result), as a
+/// pull returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub record: Record,
+    pub version: u64,
+}
+
+impl Serialize for Held {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("id", &self.record.id)?;
+        map.serialize_entry("data", &self.record.data)?;
+        map.serialize_entry("updated_at", &Time(self.record.updated_at))?;
+        map.serialize_entry("deleted_at", &self.record.deleted_at.map(Time))?;
+        map.serialize_entry("version", &self.version)?;
+        map.end()
+    }
+}
+
+/// One conflict, as `conflict_details` lists it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConflictDetail {
+    pub entity_id: String,
+    pub entity_type: &'static str,
+    /// The record as the device sent it.
+    pub client_version: Value,
+    /// The stored record it met.
+    pub server_version: Held,
+    pub resolution: &'static str,
+}
+
+/// What one entity's push produced.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct EntityResult {
+    pub synced: u64,
+    pub conflicts: u64,
+    pub errors: Vec<RecordError>,
+    pub conflict_details: Vec<ConflictDetail>,
+    /// Conflict results: each record as the server now holds it.
+    pub server_updates: Vec<Held>,
+    pub applied: Vec<Applied>,
+}
+
+/// The answer of `POST /<slug>/sync`.
+#[derive(Debug, serde::Serialize)]
+pub struct PushAnswer {
+    #[serde(flatten)]
+    pub result: EntityResult,
+    pub previous_sync_token: Token,
+    pub sync_token: Token,
+}
+
+/// The answer of `GET /<slug>`: the list under the entity's list key.
+#[derive(Debug)]
+pub struct PullAnswer {
+    pub entity: Entity,
+    pub records: Vec<Pulled>,
+    pub has_more: bool,
+    pub next_sync_token: Token,
+}
+
+impl Serialize for PullAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry(self.entity.list_key(), &self.records)?;
+        map.serialize_entry("has_more", &self.has_more)?;
+        map.serialize_entry("next_sync_token", &self.next_sync_token)?;
+        map.end()
+    }
+}
+
+/// The answer of `POST /sync/bulk`: a section per entity (all five), then
+/// the cursor fields.
+#[derive(Debug)]
+pub struct BulkAnswer {
+    /// In `Entity::ALL` order, one per entity.
+    pub results: Vec<(Entity, EntityResult)>,
+    /// The page of changes, in version order across entities.
+    pub page: Vec<Pulled>,
+    pub previous_sync_token: Token,
+    pub sync_token: Token,
+    pub has_more: bool,
+    pub sync_timestamp: Time,
+}
+
+impl Serialize for BulkAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.results.len() + 4))?;
+        for (entity, result) in &self.results {
+            let section = BulkSection {
+                entity: *entity,
+                result,
+                page: &self.page,
+            };
+            map.serialize_entry(entity.bulk_key(), &section)?;
+        }
+        map.serialize_entry("previous_sync_token", &self.previous_sync_token)?;
+        map.serialize_entry("sync_token", &self.sync_token)?;
+        map.serialize_entry("has_more", &self.has_more)?;
+        map.serialize_entry("sync_timestamp", &self.sync_timestamp)?;
+        map.end()
+    }
+}
+
+/// One entity's part of a bulk answer: its push result, with
+/// `server_updates` holding its conflict results, then its part of the
+/// page.
+struct BulkSection<'a> {
+    entity: Entity,
+    result: &'a EntityResult,
+    page: &'a [Pulled],
+}
+
+impl Serialize for BulkSection<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("synced", &self.result.synced)?;
+        map.serialize_entry("conflicts", &self.result.conflicts)?;
+        map.serialize_entry("conflict_details", &self.result.conflict_details)?;
+        map.serialize_entry("errors", &self.result.errors)?;
+        map.serialize_entry("applied", &self.result.applied)?;
+        map.serialize_entry(
+            "server_updates",
+            &Updates {
+                resolved: &self.result.server_updates,
+                pulled: self.page,
+                entity: self.entity,
+            },
+        )?;
+        map.end()
+    }
+}
+
+struct Updates<'a> {
+    resolved: &'a [Held],
+    pulled: &'a [Pulled],
+    entity: Entity,
+}
+
+impl Serialize for Updates<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for held in self.resolved {
+            seq.serialize_element(held)?;
+        }
+        for pulled in self.pulled.iter().filter(|row| row.entity == self.entity) {
+            seq.serialize_element(pulled)?;
+        }
+        seq.end()
+    }
+}
+
+/// The answer of `GET /sync/status`.
+#[derive(Debug)]
+pub struct StatusAnswer {
+    /// Per entity: records (tombstones included) and highest version.
+    pub entities: Vec<(Entity, u64, u64)>,
+    pub sync_token: Token,
+}
+
+impl Serialize for StatusAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Counts {
+            count: u64,
+            max_version: u64,
+        }
+        let mut map = serializer.serialize_map(Some(self.entities.len() + 1))?;
+        for (entity, count, max_version) in &self.entities {
+            map.serialize_entry(
+                entity.bulk_key(),
+                &Counts {
+                    count: *count,
+                    max_version: *max_version,
+                },
+            )?;
+        }
+        map.serialize_entry("sync_token", &self.sync_token)?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_tokens_are_plain_decimal_positions() {
+        assert_eq!(Token::parse("0"), Some(0));
+        assert_eq!(Token::parse("42"), Some(42));
+        assert_eq!(Token::parse("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            " 1",
+            "18446744073709551616",
+            "0x10",
+        ] {
+            assert_eq!(Token::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Token(7)).ok().as_deref(),
+            Some("\"7\"")
+        );
+    }
+
+    #[test]
+    fn a_push_answer_is_flat_with_string_tokens() {
+        let answer = PushAnswer {
+            result: EntityResult {
+                synced: 1,
+                applied: vec![Applied {
+                    id: "a".into(),
+                    version: 3,
+                }],
+                ..EntityResult::default()
+            },
+            previous_sync_token: Token(2),
+            sync_token: Token(3),
+        };
+        let value = serde_json::to_value(&answer).unwrap_or_default();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "synced": 1, "conflicts": 0, "errors": [], "conflict_details": [],
+                "server_updates": [], "applied": [{"id": "a", "version": 3}],
+                "previous_sync_token": "2", "sync_token": "3",
+            })
+        );
+    }
+}
