@@ -171,6 +171,15 @@ impl TxError for ApiError {
     fn is_contention(&self) -> bool {
         matches!(self, ApiError::Contention(_))
     }
+
+    fn after_attempts(self, attempts: u32) -> Self {
+        match self {
+            ApiError::Contention(cause) => {
+                ApiError::Contention(format!("{cause} (after {attempts} attempts)"))
+            }
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]

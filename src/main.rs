@@ -6,9 +6,10 @@
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Instant;
 
-use healthsync::config::{self, EnvFileCache, Variables};
+use healthsync::config::{self, Config, EnvFileCache, Variables};
 use healthsync::ctx::{Ctx, Seen};
 use healthsync::error::ApiError;
 use healthsync::http::{self, Body, Params, Request};
@@ -58,16 +59,35 @@ struct Worker {
     db: DbSlot,
     env_files: EnvFileCache,
     process_env: Result<Variables, config::ConfigError>,
+    /// The last configuration parsed and the variables it came from: a
+    /// FastCGI worker gets the same `SetEnv` values with every request,
+    /// and parses them once.
+    parsed: Option<(Variables, Rc<Config>)>,
     argv_len: usize,
 }
 
 impl Worker {
+    /// The request's configuration, parsed unless it is the last one's.
+    fn config(&mut self, params: &Params) -> Result<Rc<Config>, config::ConfigError> {
+        let process_env = self.process_env.as_ref().map_err(Clone::clone)?;
+        let variables = config::gather(process_env, Some(params), &mut self.env_files)?;
+        if let Some((last, parsed)) = &self.parsed {
+            if *last == variables {
+                return Ok(Rc::clone(parsed));
+            }
+        }
+        let parsed = Rc::new(config::parse(&variables)?);
+        self.parsed = Some((variables, Rc::clone(&parsed)));
+        Ok(parsed)
+    }
+
     fn new(mode: &'static str) -> Worker {
         Worker {
             mode,
             db: DbSlot::default(),
             env_files: EnvFileCache::default(),
             process_env: config::process_env(),
+            parsed: None,
             argv_len: std::env::args_os().len().saturating_sub(1),
         }
     }
@@ -125,11 +145,7 @@ fn run_fastcgi() {
 fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let config = match &worker.process_env {
-        Ok(process_env) => config::gather(process_env, Some(params), &mut worker.env_files)
-            .and_then(|variables| config::parse(&variables)),
-        Err(error) => Err(error.clone()),
-    };
+    let config = worker.config(params);
     let max_body = config
         .as_ref()
         .map_or(5 * 1024 * 1024, |c| c.max_body_bytes);

@@ -235,7 +235,7 @@ pub fn pull(
                 &claims.user_id,
                 entity,
                 ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
-                Upto::Version(u64::MAX),
+                Upto::Any,
                 ask.limit,
             )?),
             Err(_) => None,

@@ -34,6 +34,18 @@ fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
     }))
 }
 
+/// The opening of a route whose body is required: token, user, limit,
+/// then the body.
+fn open_with_body<'c, 'a>(
+    ctx: &'c mut Ctx<'a>,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<(session::Opened<'c, 'a>, Map<String, Value>), ApiError> {
+    let opened = session::open(ctx, request, seen)?;
+    let body = body::required_object(request)?;
+    Ok((opened, body))
+}
+
 pub fn get_account(
     ctx: &mut Ctx,
     request: &Request,
@@ -49,8 +61,7 @@ pub fn patch_account(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let opened = session::open(ctx, request, seen)?;
-    let body = body::required_object(request)?;
+    let (opened, body) = open_with_body(ctx, request, seen)?;
     let mut fields = Fields::new();
     let name = fields
         .optional_string(&body, "name")
@@ -76,8 +87,7 @@ pub fn delete_account(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let opened = session::open(ctx, request, seen)?;
-    let body = body::required_object(request)?;
+    let (opened, body) = open_with_body(ctx, request, seen)?;
     let mut fields = Fields::new();
     let given = fields.string(&body, "password");
     fields.finish()?;

@@ -11,7 +11,7 @@ use crate::reply::ok;
 use crate::routes::body::{self, Fields};
 use crate::store::db::{self, Db, StoreError};
 use crate::store::tokens as token_rows;
-use crate::store::users::{self, Inserted, Lock, NewUser};
+use crate::store::users::{self, Inserted, Lock, NewUser, User};
 
 /// A spent refresh token presented again within this many seconds of its
 /// rotation is rotated once more (a response lost on a mobile network must
@@ -103,6 +103,17 @@ fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
     data.insert("refresh_token".into(), json!(pair.refresh));
     data.insert("expires_in".into(), json!(tokens::ACCESS_TTL_SECS));
     data
+}
+
+/// A new pair for an existing user at a token version.
+fn issue_for(env: &Env, user: &User, token_version: u32) -> Result<tokens::Pair, ApiError> {
+    tokens::issue_pair(
+        &env.config.jwt_secret,
+        &user.id,
+        &user.email,
+        token_version,
+        env.now_secs(),
+    )
 }
 
 fn store_refresh(
@@ -213,13 +224,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
     };
     seen.user_id = Some(user.id.clone());
     let now = env.now_millis();
-    let pair = tokens::issue_pair(
-        &env.config.jwt_secret,
-        &user.id,
-        &user.email,
-        user.token_version,
-        env.now_secs(),
-    )?;
+    let pair = issue_for(env, &user, user.token_version)?;
     let family_id = uuid::Uuid::new_v4().to_string();
     db::transaction(db, |tx, _attempt| {
         token_rows::delete_expired(tx, &user.id, now)?;
@@ -276,13 +281,7 @@ pub fn post_refresh(
                 return Ok(Refreshed::Revoked);
             }
         }
-        let pair = tokens::issue_pair(
-            &env.config.jwt_secret,
-            &user.id,
-            &user.email,
-            user.token_version,
-            env.now_secs(),
-        )?;
+        let pair = issue_for(env, &user, user.token_version)?;
         store_refresh(tx, &user.id, &stored.family_id, &pair, now)?;
         Ok(Refreshed::Rotated(pair))
     })?;
@@ -294,15 +293,26 @@ pub fn post_refresh(
     }
 }
 
+/// The opening of the `/auth/*` routes that take an access token: the
+/// token and its user (401), then the client address's limit (429).
+fn open_by_address<'c, 'a>(
+    ctx: &'c mut Ctx<'a>,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<(&'c mut Db, &'c Env<'a>, tokens::AccessClaims, User), ApiError> {
+    let (db, env) = ctx.db()?;
+    let claims = session::access_claims(env, request, seen)?;
+    let user = session::load_user(db, &claims, Lock::None)?;
+    session::limit_address(env, db, &request.remote_addr, seen)?;
+    Ok((db, env, claims, user))
+}
+
 pub fn post_logout(
     ctx: &mut Ctx,
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let (db, env) = ctx.db()?;
-    let claims = session::access_claims(env, request, seen)?;
-    session::load_user(db, &claims, Lock::None)?;
-    session::limit_address(env, db, &request.remote_addr, seen)?;
+    let (db, env, claims, _user) = open_by_address(ctx, request, seen)?;
     let body = body::json_object(request)?.unwrap_or_default();
     let mut fields = Fields::new();
     let refresh_token = fields.optional_string(&body, "refresh_token");
@@ -340,10 +350,7 @@ pub fn post_password(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let (db, env) = ctx.db()?;
-    let claims = session::access_claims(env, request, seen)?;
-    let user = session::load_user(db, &claims, Lock::None)?;
-    session::limit_address(env, db, &request.remote_addr, seen)?;
+    let (db, env, claims, user) = open_by_address(ctx, request, seen)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
     let current = fields.string(&body, "current_password");
@@ -376,13 +383,7 @@ pub fn post_password(
         let token_version = users::set_password(tx, &user.id, &new_hash, now)?
             .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_all(tx, &user.id)?;
-        let pair = tokens::issue_pair(
-            &env.config.jwt_secret,
-            &user.id,
-            &user.email,
-            token_version,
-            env.now_secs(),
-        )?;
+        let pair = issue_for(env, &user, token_version)?;
         store_refresh(tx, &user.id, &family_id, &pair, now)?;
         Ok(pair)
     })?;

@@ -133,11 +133,19 @@ impl From<mysql::Error> for StoreError {
 pub trait TxError: From<StoreError> {
     /// True when running the whole transaction again may succeed.
     fn is_contention(&self) -> bool;
+
+    /// The error of the last attempt, saying how many there were.
+    fn after_attempts(self, attempts: u32) -> Self;
 }
 
 impl TxError for StoreError {
     fn is_contention(&self) -> bool {
         self.kind == StoreErrorKind::Contention
+    }
+
+    fn after_attempts(mut self, attempts: u32) -> Self {
+        self.cause = format!("{} (after {attempts} attempts)", self.cause);
+        self
     }
 }
 
@@ -553,8 +561,11 @@ pub fn transaction<T, E: TxError>(
             Err(error) => error,
         };
         db.rollback()?;
-        if !error.is_contention() || attempt >= TRANSACTION_ATTEMPTS {
+        if !error.is_contention() {
             return Err(error);
+        }
+        if attempt >= TRANSACTION_ATTEMPTS {
+            return Err(error.after_attempts(attempt));
         }
         attempt += 1;
         // A short, growing pause lets the other transaction finish.

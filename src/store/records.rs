@@ -293,6 +293,8 @@ pub enum Cursor {
 /// The highest version a page may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upto {
+    /// No bound: whatever has committed.
+    Any,
     Version(u64),
     /// The user's position as this statement reads it: exact for a
     /// transaction that holds the user's row lock, which no writer passes.
@@ -320,6 +322,7 @@ fn cursor_condition(cursor: Cursor) -> (&'static str, Value) {
 
 fn upto_condition(user_id: &str, upto: Upto) -> (&'static str, Vec<Value>) {
     match upto {
+        Upto::Any => ("TRUE", Vec::new()),
         Upto::Version(version) => ("version <= ?", vec![Value::from(version)]),
         Upto::UserPosition => (
             "version <= (SELECT change_counter FROM users WHERE id = ?)",
@@ -359,14 +362,20 @@ pub fn read_changes_of(
     entity: Entity,
     limit: usize,
 ) -> Result<(Vec<Pulled>, bool), StoreError> {
-    let mut rows = sets
+    let rows = sets
         .rows(slot)?
         .into_iter()
         .map(|row| read_pulled(entity, row))
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(at_most(rows, limit))
+}
+
+/// A page asked for with one row more than `limit`: that row only says
+/// whether more remain.
+fn at_most<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
     let has_more = rows.len() > limit;
     rows.truncate(limit);
-    Ok((rows, has_more))
+    (rows, has_more)
 }
 
 /// Across several entities, the versions of the first `limit` changes (one
@@ -423,9 +432,7 @@ pub fn read_page_entries(
             _ => return Err(StoreError::broken("a page entry is unreadable")),
         }
     }
-    let has_more = entries.len() > limit;
-    entries.truncate(limit);
-    Ok((entries, has_more))
+    Ok(at_most(entries, limit))
 }
 
 /// The rows of a page decided by `push_page_entries`, in version order, in
@@ -481,28 +488,13 @@ pub fn changes(
     limit: usize,
 ) -> Result<(Vec<Pulled>, bool), StoreError> {
     let mut packet = Packet::new();
+    let upto = Upto::Version(upto);
     if let [entity] = entities {
-        let slot = push_changes_of(
-            &mut packet,
-            user_id,
-            *entity,
-            cursor,
-            Upto::Version(upto),
-            limit,
-        )?;
-        let mut sets = db.run(packet)?;
-        return read_changes_of(&mut sets, slot, *entity, limit);
+        let slot = push_changes_of(&mut packet, user_id, *entity, cursor, upto, limit)?;
+        return read_changes_of(&mut db.run(packet)?, slot, *entity, limit);
     }
-    let slot = push_page_entries(
-        &mut packet,
-        user_id,
-        entities,
-        cursor,
-        Upto::Version(upto),
-        limit,
-    )?;
-    let mut sets = db.run(packet)?;
-    let (entries, has_more) = read_page_entries(&mut sets, slot, entities, limit)?;
+    let slot = push_page_entries(&mut packet, user_id, entities, cursor, upto, limit)?;
+    let (entries, has_more) = read_page_entries(&mut db.run(packet)?, slot, entities, limit)?;
     Ok((page_rows(db, user_id, cursor, &entries)?, has_more))
 }
 

@@ -1,0 +1,226 @@
+//! The store and its packets tested in-process, without the binary in
+//! between: paging across entities, packets that commit or roll back as a
+//! whole, the user-row lock that serializes one user's writers. One
+//! throwaway database per test, migrated by the same code production uses.
+
+// Test code: a panic is how a test fails.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use healthsync::config::DbConfig;
+use healthsync::store::db::{self, Db, Packet, StoreErrorKind};
+use healthsync::store::migrate;
+use healthsync::store::records::{self, Cursor, Write};
+use healthsync::store::users::{self, Inserted, Lock, NewUser};
+use healthsync::sync::{Entity, Record};
+
+/// A fresh, migrated database, dropped when the value is.
+struct TestDb {
+    name: String,
+    config: DbConfig,
+}
+
+fn server() -> DbConfig {
+    DbConfig {
+        host: "127.0.0.1".into(),
+        port: 3306,
+        name: "test".into(),
+        user: "root".into(),
+        pass: String::new(),
+        socket: None,
+        tls: false,
+    }
+}
+
+impl TestDb {
+    fn new() -> TestDb {
+        let name = format!("hs_store_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = db::connect(&server()).unwrap_or_else(|e| {
+            panic!(
+                "\nThe store tests need MariaDB/MySQL at 127.0.0.1:3306 (root, no password): {e}\n\
+                 Start it with `deploy/local-server deps`.\n"
+            )
+        });
+        admin
+            .query_drop(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            .unwrap_or_else(|e| panic!("create database: {e}"));
+        let config = DbConfig {
+            name: name.clone(),
+            ..server()
+        };
+        let mut conn = db::connect(&config).unwrap_or_else(|e| panic!("connect: {e}"));
+        migrate::migrate(&mut conn, &mut |_| {}).unwrap_or_else(|e| panic!("migrate: {e}"));
+        TestDb { name, config }
+    }
+
+    fn connect(&self) -> Db {
+        db::connect(&self.config).unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = db::connect(&server()) {
+            let _ = admin.query_drop(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+fn new_user(db: &mut Db) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    let inserted = users::insert(
+        db,
+        &NewUser {
+            id: &id,
+            email: &format!("{id}@example.com"),
+            name: "Store Test",
+            password_hash: "x",
+            now: 1_700_000_000_000,
+        },
+    );
+    assert_eq!(inserted, Ok(Inserted::Created));
+    id
+}
+
+fn record(n: u32) -> Record {
+    let mut data = serde_json::Map::new();
+    data.insert("n".into(), serde_json::json!(n));
+    Record {
+        id: uuid::Uuid::new_v4().to_string(),
+        data,
+        updated_at: 1_700_000_000_000 + i64::from(n),
+        deleted_at: None,
+    }
+}
+
+/// Writes `records` of `entity` at consecutive versions from `first`.
+fn write(db: &mut Db, user_id: &str, entity: Entity, records: &[Record], first: u64) {
+    let texts: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(&r.data).unwrap_or_default())
+        .collect();
+    let writes: Vec<Write> = records
+        .iter()
+        .zip(&texts)
+        .zip(first..)
+        .map(|((record, data_json), version)| Write {
+            record,
+            data_json,
+            version,
+        })
+        .collect();
+    records::write_batch(db, user_id, entity, &writes, 1_700_000_000_000)
+        .unwrap_or_else(|e| panic!("write: {e}"));
+}
+
+#[test]
+fn pages_across_entities_follow_the_version_order_and_say_when_more_remain() {
+    let test = TestDb::new();
+    let mut db = test.connect();
+    let user = new_user(&mut db);
+    let meals: Vec<Record> = (0..3).map(record).collect();
+    let metrics: Vec<Record> = (3..6).map(record).collect();
+    // Interleaved versions: meals 1, 3, 5; metrics 2, 4, 6.
+    for (index, (meal, metric)) in meals.iter().zip(&metrics).enumerate() {
+        let version = 1 + 2 * index as u64;
+        write(
+            &mut db,
+            &user,
+            Entity::Meals,
+            std::slice::from_ref(meal),
+            version,
+        );
+        write(
+            &mut db,
+            &user,
+            Entity::HealthMetrics,
+            std::slice::from_ref(metric),
+            version + 1,
+        );
+    }
+    let page = |db: &mut Db, after: u64, limit: usize| {
+        records::changes(
+            db,
+            &user,
+            &Entity::ALL,
+            Cursor::AfterVersion(after),
+            u64::MAX,
+            limit,
+        )
+        .unwrap_or_else(|e| panic!("changes: {e}"))
+    };
+    let (rows, has_more) = page(&mut db, 0, 4);
+    let versions: Vec<u64> = rows.iter().map(|row| row.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert!(has_more);
+    assert_eq!(rows[0].entity, Entity::Meals);
+    assert_eq!(rows[1].entity, Entity::HealthMetrics);
+    assert_eq!(rows[0].data.get(), r#"{"n":0}"#);
+    let (rows, has_more) = page(&mut db, 4, 4);
+    assert_eq!(
+        rows.iter().map(|row| row.version).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert!(!has_more);
+    // A page bounded above leaves out what lies beyond its bound.
+    let (rows, _) = records::changes(&mut db, &user, &Entity::ALL, Cursor::AfterVersion(0), 3, 10)
+        .unwrap_or_else(|e| panic!("changes: {e}"));
+    assert_eq!(
+        rows.iter().map(|row| row.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+#[test]
+fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
+    let test = TestDb::new();
+    let mut db = test.connect();
+    let user = new_user(&mut db);
+
+    // A statement that fails ends the packet: the transaction rolls back
+    // with the write before it.
+    let result = db::transaction(&mut db, |db, _attempt| {
+        let mut packet = Packet::new();
+        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        packet.push("SELECT no_such_column FROM users", &[])?;
+        packet.commit();
+        db.run(packet).map(|_| ())
+    });
+    assert_eq!(result.map_err(|e| e.kind), Err(StoreErrorKind::Broken));
+    let found = users::find_by_id(&mut db, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found.map(|u| u.change_counter), Some(0));
+
+    let result = db::transaction(&mut db, |db, _attempt| {
+        let mut packet = Packet::new();
+        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        packet.commit();
+        db.run(packet).map(|_| ())
+    });
+    assert_eq!(result, Ok(()));
+    assert!(!db.in_transaction());
+    let mut other = test.connect();
+    let found = users::find_by_id(&mut other, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found.map(|u| u.change_counter), Some(7));
+}
+
+#[test]
+#[ignore = "slow: waits out a 2 s lock wait (deploy/test runs it)"]
+fn the_user_row_lock_holds_back_a_second_writer_until_its_wait_runs_out() {
+    let test = TestDb::new();
+    let mut holder = test.connect();
+    let mut waiter = test.connect();
+    let user = new_user(&mut holder);
+    holder.begin();
+    let locked = users::find_by_id(&mut holder, &user, Lock::Update);
+    assert!(matches!(locked, Ok(Some(_))));
+    waiter.begin();
+    let blocked = users::find_by_id(&mut waiter, &user, Lock::Update);
+    assert_eq!(
+        blocked.map_err(|e| e.kind).err(),
+        Some(StoreErrorKind::Contention)
+    );
+    let _ = waiter.rollback();
+    // A reader without a lock is not held back.
+    let read = users::find_by_id(&mut waiter, &user, Lock::None);
+    assert!(matches!(read, Ok(Some(_))));
+    let _ = holder.rollback();
+}
