@@ -8,6 +8,10 @@
 -- `-s "$BENCH_D/json-request.lua"` to measure; every request is the same,
 -- so the server does the same work each time (e.g. a push of records that
 -- are already stored is a retry: it reads, compares and writes nothing).
+
+-- done(): the run's latency distribution for deploy/bench --compare.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "latency-dump.lua")
+
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
 local token = os.getenv("BENCH_TOKEN")

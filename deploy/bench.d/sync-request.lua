@@ -23,7 +23,11 @@
 --
 -- Every new record gets a fresh random v4 UUID (math.random, seeded per
 -- thread from /dev/urandom), so a push never turns into a retry of an
--- earlier one.
+-- earlier one. Headers given to wrk with -H (e.g. "Connection: close") are
+-- sent too. With BENCH_LATENCY_FILE set, done() also appends the run's
+-- latency distribution to it (bench.d/latency-dump.lua).
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "latency-dump.lua")
 
 local token = os.getenv("BENCH_TOKEN")
 local kind = os.getenv("BENCH_KIND") or "get"
@@ -170,6 +174,12 @@ function init(args)
    if kind ~= "get" then
       headers["Content-Type"] = "application/json"
    end
+   -- wrk.format() sends only the headers it is given: add wrk's own (-H).
+   for name, value in pairs(wrk.headers) do
+      if headers[name] == nil then
+         headers[name] = value
+      end
+   end
 end
 
 function request()
@@ -243,4 +253,5 @@ function done(summary, latency, requests)
       total = total + (tonumber(thread:get("unexpected")) or 0)
    end
    io.write("unexpected answers: " .. total .. "\n")
+   write_latency_dump(summary, latency, total)
 end

@@ -5,7 +5,7 @@ Python 3 standard library only. Talks only to 127.0.0.1:<port>, through the
 API (register/login, push, bulk, account); every request has a timeout.
 
   sync_seed.py user --port P --email E [--fresh] [--entity KEY=N ...]
-                    [--pool-file F --pool N]
+                    [--pool-file F --pool N] [--seed S]
       Logs in as E (or registers it), then pushes records until each listed
       entity (a bulk key) holds at least N live records, in pushes of up to
       1000. With --fresh, an existing account E is deleted first (the write
@@ -14,11 +14,14 @@ API (register/login, push, bulk, account); every request has a timeout.
       2024-03-01 are pushed under new ids that are written to F, one a line
       (the existing records of push50conflict). Prints shell assignments:
       TOKEN, SYNC_TOKEN (the user's position after seeding), SEEDED (records
-      pushed now), SEED_SECONDS.
+      pushed now), SEED_SECONDS. With --seed, record ids and data come from
+      a generator seeded with S instead of the OS: the same S seeds the same
+      records (deploy/bench --compare seeds each build's database alike).
   sync_seed.py delete --port P --email E
       Deletes account E and its records (the end of a write workload).
   BENCH_TOKEN=T sync_seed.py chain --port P --label L --connections C
                      --duration S [--limit 1000] [--expect N] [--log F]
+                     [--dump F]
       The initial sync: bulk {"limit": 1000}, then {"sync_token": <previous
       sync_token>, "limit": 1000} until has_more is false, timed as a whole.
       C threads (one keep-alive connection each) run chains back to back
@@ -27,7 +30,9 @@ API (register/login, push, bulk, account); every request has a timeout.
       The first chain is a check, untimed: it must return exactly --expect
       distinct records. With --log (the instance's error.log), the server
       p50 is the median over chains of the sum of the binary's own "ms" of
-      each page, matched by X-Request-Id.
+      each page, matched by X-Request-Id. With --dump, the run is also
+      appended to F in the format of bench.d/latency-dump.lua (a `run`
+      line, then each chain's time in microseconds with a count of 1).
 """
 
 import argparse
@@ -218,7 +223,8 @@ def login_or_register(api, email, fresh):
 def cmd_user(args):
     started = time.monotonic()
     api = Api(args.port)
-    rng = random.Random()  # new ids every run: seeded from the OS
+    # New ids every run (seeded from the OS), unless a seed is given.
+    rng = random.Random(args.seed) if args.seed is not None else random.Random()
     token = login_or_register(api, args.email, args.fresh)
     want = {}
     for spec in args.entity or []:
@@ -374,6 +380,10 @@ def cmd_chain(args):
         sums = server_chain_ms(args.log, log_offset, chains)
         if sums:
             server = f"{percentile(sums, 0.50):.2f}"
+    if args.dump:
+        with open(args.dump, "a", encoding="ascii") as dump:
+            dump.write(f"run {len(times)} {round(wall * 1e6)} {len(failures)} 0 0\n")
+            dump.writelines(f"{round(ms * 1000)} 1\n" for ms in times)
     print(f"{args.label}|{args.connections}|/api/sync/bulk x{pages}|{rate:.1f}|"
           f"{percentile(times, 0.50):.2f}|{percentile(times, 0.99):.2f}|{len(failures)}|{server}")
 
@@ -411,6 +421,7 @@ def main():
     user.add_argument("--entity", action="append")
     user.add_argument("--pool-file")
     user.add_argument("--pool", type=int, default=2000)
+    user.add_argument("--seed")
     delete = sub.add_parser("delete")
     delete.add_argument("--port", type=int, required=True)
     delete.add_argument("--email", required=True)
@@ -422,6 +433,7 @@ def main():
     chain.add_argument("--limit", type=int, default=1000)
     chain.add_argument("--expect", type=int)
     chain.add_argument("--log")
+    chain.add_argument("--dump")
     args = parser.parse_args()
     {"user": cmd_user, "delete": cmd_delete, "chain": cmd_chain}[args.command](args)
 

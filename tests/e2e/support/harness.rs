@@ -120,6 +120,11 @@ impl Instance {
             .args(["--port", &port.to_string()])
             .args(["--db", &instance.database])
             .args(["--bin", BINARY]);
+        // local-server refuses a build with the test-only routes unless told
+        // it is one, and checks that it is when told.
+        if cfg!(feature = "test-hooks") {
+            command.arg("--test-hooks");
+        }
         if mode == Mode::Cgi {
             command.arg("--cgi");
         }
