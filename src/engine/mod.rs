@@ -6,9 +6,10 @@
 //! `wire`. No HTTP here beyond `ApiError`; no SQL (that is `store/`).
 //!
 //! Round trips, on a warm connection: a pull is one (count, user, page);
-//! a push is two (begin, count, user, the batch's rows `FOR UPDATE`; then
-//! the writes, the user's new position and `COMMIT`); a bulk adds the
-//! page's rows between them.
+//! a push is three (begin, count, user, the batch's rows `FOR UPDATE`; the
+//! rows written by one prepared statement; the user's new position and
+//! `COMMIT`); a bulk writes one statement per entity and reads its page's
+//! rows between.
 
 pub mod validate;
 pub mod wire;
@@ -151,15 +152,13 @@ pub fn sync(
                 .map_or(just_before_now, |last| last.max(just_before_now))
         };
 
-        let mut packet = Packet::new();
+        // The rows go by prepared statements (binary values: nothing to
+        // escape here or to parse there, measured faster than literals in
+        // the packet); the user's new position and COMMIT follow in one.
         for one in &merged {
-            let writes = one.writes();
-            if records::fit_in_packet(&writes) {
-                records::push_write_batch(&mut packet, &user.id, one.entity, &writes, received_at)?;
-            } else {
-                records::write_batch(db, &user.id, one.entity, &writes, received_at)?;
-            }
+            records::write_batch(db, &user.id, one.entity, &one.writes(), received_at)?;
         }
+        let mut packet = Packet::new();
         if wrote {
             records::push_advance_user(
                 &mut packet,

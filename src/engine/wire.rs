@@ -36,7 +36,7 @@ pub struct Time(pub i64);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&clock::to_rfc3339(self.0))
+        serializer.collect_str(&clock::Rfc3339(self.0))
     }
 }
 

@@ -4,8 +4,13 @@
 //! millisecond.
 
 use mysql::Value;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::well_known::Rfc3339 as Rfc3339Format;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// A `DATETIME` column as the text protocol sends it.
+const TEXT_DATETIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+);
 
 /// A `DATETIME(3)` parameter for a UTC millisecond timestamp. Out-of-range
 /// values (never produced by validated input) become the epoch.
@@ -37,8 +42,8 @@ pub fn from_sql(value: &Value) -> Option<i64> {
         Value::Bytes(bytes) => {
             // Text protocol: "YYYY-MM-DD HH:MM:SS.fff".
             let text = std::str::from_utf8(bytes).ok()?;
-            let iso = format!("{}Z", text.replacen(' ', "T", 1));
-            OffsetDateTime::parse(&iso, &Rfc3339).ok().map(to_millis)
+            let moment = PrimitiveDateTime::parse(text, TEXT_DATETIME).ok()?;
+            Some(to_millis(moment.assume_utc()))
         }
         _ => None,
     }
@@ -56,23 +61,41 @@ pub fn from_millis(millis: i64) -> OffsetDateTime {
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.
 /// `2024-01-15T10:30:00.123Z`: every response spells a time one way.
 pub fn to_rfc3339(millis: i64) -> String {
-    let moment = from_millis(millis);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        moment.year(),
-        u8::from(moment.month()),
-        moment.day(),
-        moment.hour(),
-        moment.minute(),
-        moment.second(),
-        moment.millisecond()
-    )
+    Rfc3339(millis).to_string()
+}
+
+/// A UTC millisecond timestamp that displays as `to_rfc3339` spells it,
+/// written straight into the output: a pull writes two per record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let moment = from_millis(self.0);
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields: [(usize, usize, u32); 7] = [
+            (0, 4, u32::try_from(moment.year()).unwrap_or(0)),
+            (5, 2, u32::from(u8::from(moment.month()))),
+            (8, 2, u32::from(moment.day())),
+            (11, 2, u32::from(moment.hour())),
+            (14, 2, u32::from(moment.minute())),
+            (17, 2, u32::from(moment.second())),
+            (20, 3, u32::from(moment.millisecond())),
+        ];
+        for (start, width, mut value) in fields {
+            for slot in text.iter_mut().skip(start).take(width).rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 /// Parses RFC 3339 with a required offset. Precision beyond milliseconds is
 /// truncated (the storage keeps milliseconds).
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let moment = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    let moment = OffsetDateTime::parse(text, &Rfc3339Format).ok()?;
     Some(to_millis(moment.to_offset(UtcOffset::UTC)))
 }
 
@@ -119,5 +142,11 @@ mod tests {
             Some("2024-01-15T10:30:00.123Z")
         );
         assert_eq!(from_sql(&Value::NULL), None);
+        let whole_seconds = Value::Bytes(b"2024-01-15 10:30:00".to_vec());
+        assert_eq!(
+            from_sql(&whole_seconds).map(to_rfc3339).as_deref(),
+            Some("2024-01-15T10:30:00.000Z")
+        );
+        assert_eq!(from_sql(&Value::Bytes(b"2024-01-15".to_vec())), None);
     }
 }

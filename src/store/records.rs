@@ -37,10 +37,19 @@ impl Serialize for Pulled {
         let mut map = serializer.serialize_map(Some(5))?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("data", &self.data)?;
-        map.serialize_entry("updated_at", &clock::to_rfc3339(self.updated_at))?;
-        map.serialize_entry("deleted_at", &self.deleted_at.map(clock::to_rfc3339))?;
+        map.serialize_entry("updated_at", &Time(self.updated_at))?;
+        map.serialize_entry("deleted_at", &self.deleted_at.map(Time))?;
         map.serialize_entry("version", &self.version)?;
         map.end()
+    }
+}
+
+/// A time as the wire spells it, written without an allocation.
+struct Time(i64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&clock::Rfc3339(self.0))
     }
 }
 
@@ -120,12 +129,6 @@ fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, StoreError> {
 }
 
 const COLUMNS: &str = "id, data, updated_at, deleted_at, version";
-
-/// Largest sum of record data written inside a packet (escaped as text it
-/// grows by its quotes); a larger batch is written by prepared statements
-/// in chunks, well under a host's `max_allowed_packet` (often 16 MiB,
-/// sometimes 4).
-const MAX_PACKET_DATA_BYTES: usize = 512 * 1024;
 
 fn sorted_unique<'a>(ids: &[&'a str]) -> Vec<&'a str> {
     let mut sorted: Vec<&str> = ids.to_vec();
@@ -234,28 +237,6 @@ fn write_statement(
     (sql, params)
 }
 
-/// True when the writes are small enough to travel inside a packet.
-pub fn fit_in_packet(writes: &[Write]) -> bool {
-    writes.iter().map(|w| w.data_json.len()).sum::<usize>() <= MAX_PACKET_DATA_BYTES
-}
-
-/// Inserts or replaces rows in one statement of a packet (writes that
-/// `fit_in_packet`). `server_updated_at` is the request's receive time.
-pub fn push_write_batch(
-    packet: &mut Packet,
-    user_id: &str,
-    entity: Entity,
-    writes: &[Write],
-    received_at: i64,
-) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let (sql, params) = write_statement(user_id, entity, writes, received_at);
-    packet.push(&sql, &params)?;
-    Ok(())
-}
-
 /// Inserts or replaces rows by prepared statements, chunked by data size.
 pub fn write_batch(
     db: &mut Db,
@@ -265,6 +246,7 @@ pub fn write_batch(
     received_at: i64,
 ) -> Result<(), StoreError> {
     let mut start = 0;
+    // Nothing to write sends nothing.
     while start < writes.len() {
         let mut end = start;
         let mut bytes = 0;
