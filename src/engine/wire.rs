@@ -36,7 +36,7 @@ pub struct Time(pub i64);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&clock::Rfc3339(self.0))
+        clock::Rfc3339(self.0).serialize(serializer)
     }
 }
 

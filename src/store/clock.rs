@@ -69,8 +69,9 @@ pub fn to_rfc3339(millis: i64) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rfc3339(pub i64);
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc3339 {
+    /// The text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, always 24 ASCII bytes.
+    pub fn text(self) -> [u8; 24] {
         let moment = from_millis(self.0);
         let mut text = *b"0000-00-00T00:00:00.000Z";
         let fields: [(usize, usize, u32); 7] = [
@@ -88,7 +89,26 @@ impl std::fmt::Display for Rfc3339 {
                 value /= 10;
             }
         }
+        text
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.text();
         f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    /// As a JSON string, without going through `Display`: a pull writes
+    /// two per record.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.text();
+        match std::str::from_utf8(&text) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => Err(serde::ser::Error::custom("a time that is not ASCII")),
+        }
     }
 }
 

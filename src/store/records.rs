@@ -37,19 +37,10 @@ impl Serialize for Pulled {
         let mut map = serializer.serialize_map(Some(5))?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("data", &self.data)?;
-        map.serialize_entry("updated_at", &Time(self.updated_at))?;
-        map.serialize_entry("deleted_at", &self.deleted_at.map(Time))?;
+        map.serialize_entry("updated_at", &clock::Rfc3339(self.updated_at))?;
+        map.serialize_entry("deleted_at", &self.deleted_at.map(clock::Rfc3339))?;
         map.serialize_entry("version", &self.version)?;
         map.end()
-    }
-}
-
-/// A time as the wire spells it, written without an allocation.
-struct Time(i64);
-
-impl Serialize for Time {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&clock::Rfc3339(self.0))
     }
 }
 
