@@ -40,6 +40,9 @@ fn run_every_scenario(mode: Mode) {
     runner.run("health answers ok with limits", || {
         scenarios::health_answers_ok_with_limits(&server)
     });
+    runner.run("a non-UTF-8 header byte is no obstacle", || {
+        scenarios::a_non_utf8_header_byte_is_no_obstacle(&server)
+    });
     runner.run("an unknown route is 404 NOT_FOUND", || {
         scenarios::unknown_route_is_not_found(&server)
     });

@@ -39,6 +39,22 @@ pub fn health_answers_ok_with_limits(instance: &Instance) {
     );
 }
 
+/// A header value with a Latin-1 byte (as some Android HTTP stacks send a
+/// device name) reaches the API like any other, in both modes.
+pub fn a_non_utf8_header_byte_is_no_obstacle(instance: &Instance) {
+    let response = send(
+        instance,
+        Request::get("/api/health").header_bytes("User-Agent", b"Mozilla/5.0 (Pixel \xe9)"),
+    );
+    expect_envelope(&response, 200, None);
+    assert!(
+        response
+            .header("Server-Timing")
+            .is_some_and(|timing| timing.contains("total;dur=")),
+        "Server-Timing: {response}"
+    );
+}
+
 pub fn unknown_route_is_not_found(instance: &Instance) {
     let response = send(instance, Request::get("/api/nope"));
     expect_envelope(&response, 404, Some("NOT_FOUND"));

@@ -48,6 +48,35 @@ fn every_response_has_its_own_request_id_and_one_log_line_with_it() {
     assert!(lines[0]["ms"].is_number());
 }
 
+/// `name;dur=<ms>` of a Server-Timing header, if it has that metric.
+fn server_timing(header: Option<&str>, name: &str) -> Option<f64> {
+    header?.split(',').find_map(|metric| {
+        let (metric_name, duration) = metric.trim().split_once(";dur=")?;
+        (metric_name == name)
+            .then(|| duration.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn every_response_says_where_its_time_went_in_server_timing() {
+    let db = TestDb::new();
+    let health = db.get("/api/health").send();
+    health.ok();
+    let timing = health.header("Server-Timing");
+    let total = server_timing(timing, "total");
+    let in_mysql = server_timing(timing, "db");
+    assert!(
+        matches!((total, in_mysql), (Some(t), Some(d)) if d > 0.0 && d <= t),
+        "{timing:?}"
+    );
+    // A request that never reached MySQL says so by leaving `db` out.
+    let not_found = db.get("/api/nope").send();
+    let timing = not_found.header("Server-Timing");
+    assert!(server_timing(timing, "total").is_some(), "{timing:?}");
+    assert_eq!(server_timing(timing, "db"), None, "{timing:?}");
+}
+
 #[test]
 fn routes_route_from_the_api_segment_whatever_the_prefix() {
     let db = TestDb::new();

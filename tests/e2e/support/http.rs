@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct Request {
     method: String,
     target: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
     body: Option<Vec<u8>>,
 }
 
@@ -31,8 +31,13 @@ impl Request {
         Request::new("GET", target)
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Request {
-        self.headers.push((name.to_string(), value.to_string()));
+    pub fn header(self, name: &str, value: &str) -> Request {
+        self.header_bytes(name, value.as_bytes())
+    }
+
+    /// A header whose value is sent byte for byte (it need not be UTF-8).
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Request {
+        self.headers.push((name.to_string(), value.to_vec()));
         self
     }
 
@@ -56,26 +61,35 @@ impl Request {
             .map_err(|e| e.to_string())?;
 
         let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: healthsync-e2e\r\n",
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n",
             self.method, self.target
-        );
+        )
+        .into_bytes();
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("User-Agent"))
+        {
+            head.extend_from_slice(b"User-Agent: healthsync-e2e\r\n");
+        }
         for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
         }
         if let Some(body) = &self.body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         }
-        head.push_str("\r\n");
+        head.extend_from_slice(b"\r\n");
 
         // A server that answers before reading the whole body may close the
         // connection under a large upload; keep whatever it answered instead
         // of reporting the write error, and let the read below decide.
-        let write_result = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| match &self.body {
-                Some(body) => stream.write_all(body),
-                None => Ok(()),
-            });
+        let write_result = stream.write_all(&head).and_then(|()| match &self.body {
+            Some(body) => stream.write_all(body),
+            None => Ok(()),
+        });
 
         let mut raw = Vec::new();
         let read_result = stream.read_to_end(&mut raw);
