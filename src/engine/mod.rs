@@ -5,7 +5,7 @@
 //! pure merge of `sync/` per record, and answer in the wire types of
 //! `wire`. No HTTP here beyond `ApiError`; no SQL (that is `store/`).
 //!
-//! Round trips, on a warm connection: a pull is one (count, user, page);
+//! Round trips, on a warm connection: a pull is one (page, count, user);
 //! a push is three (begin, count, user, the batch's rows `FOR UPDATE`; the
 //! rows written by one prepared statement; the user's new position and
 //! `COMMIT`); a bulk writes one statement per entity and reads its page's
@@ -225,9 +225,22 @@ pub fn pull(
     );
     let (db, env) = ctx.db()?;
     let mut read = |db: &mut Db, attempt: u32| -> Result<(User, Vec<Pulled>, bool), ApiError> {
-        let mut packet = Packet::new();
+        // Unlocked, the page goes first: the client decodes its rows while
+        // the server runs the two small statements after it, and a user
+        // row read after the page can only be newer, which the cursor
+        // checks allow. Locked (`since`), the page must follow the lock.
         let lock = if locked { Lock::Share } else { Lock::None };
-        let opening = session::push_open(&mut packet, env, claims, lock, attempt == 1)?;
+        let mut packet = Packet::new();
+        let mut opening = None;
+        if locked {
+            opening = Some(session::push_open(
+                &mut packet,
+                env,
+                claims,
+                lock,
+                attempt == 1,
+            )?);
+        }
         let page_slot = match ask {
             Ok(ask) => Some(records::push_changes_of(
                 &mut packet,
@@ -238,6 +251,10 @@ pub fn pull(
                 ask.limit,
             )?),
             Err(_) => None,
+        };
+        let opening = match opening {
+            Some(opening) => opening,
+            None => session::push_open(&mut packet, env, claims, lock, attempt == 1)?,
         };
         let mut sets = db.run(packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
