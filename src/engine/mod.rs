@@ -82,18 +82,15 @@ pub fn sync(
     let (synced, pull_only) = db::transaction(db, |db, attempt| {
         let mut packet = Packet::new();
         let opening = session::push_open(&mut packet, env, claims, lock, attempt == 1)?;
-        let mut locks: Vec<Option<Slot>> = Vec::new();
+        let mut locks: Option<Slot> = None;
         let mut page_slot = None;
         if let Ok(ask) = ask {
-            for batch in &ask.batches {
-                let ids = batch.ids();
-                locks.push(records::push_lock_existing(
-                    &mut packet,
-                    &claims.user_id,
-                    batch.entity,
-                    &ids,
-                )?);
-            }
+            let ids: Vec<(Entity, Vec<&str>)> = ask
+                .batches
+                .iter()
+                .map(|batch| (batch.entity, batch.ids()))
+                .collect();
+            locks = records::push_lock_batches(&mut packet, &claims.user_id, &ids)?;
             if let Some(page) = ask.page {
                 // Up to the user's position before this request's writes:
                 // every version above it is one this request writes.
@@ -120,9 +117,10 @@ pub fn sync(
 
         let received_at = receive_time(&user);
         let mut counter = user.change_counter;
+        let mut locked = records::read_locked_batches(&mut sets, locks)?;
         let mut merged = Vec::with_capacity(ask.batches.len());
-        for (batch, slot) in ask.batches.iter().zip(locks) {
-            let stored = records::read_locked(&mut sets, slot, batch.entity)?;
+        for batch in &ask.batches {
+            let stored = locked.remove(&batch.entity).unwrap_or_default();
             merged.push(merge_batch(db, &user.id, batch, stored, &mut counter)?);
         }
         let (page, has_more, page_end) = match (ask.page, page_slot) {

@@ -53,28 +53,33 @@ struct Columns {
     version: u64,
 }
 
-fn columns(entity: Entity, mut row: Row) -> Result<Columns, StoreError> {
+fn columns(entity: Entity, row: Row) -> Result<Columns, StoreError> {
+    columns_from(entity, row, 0)
+}
+
+/// The five columns, starting at `first` (a union puts its entity before).
+fn columns_from(entity: Entity, mut row: Row, first: usize) -> Result<Columns, StoreError> {
     let unreadable =
         |column: &str| StoreError::broken(format!("{}.{column} unreadable", entity.table()));
     let id: String = row
-        .take_opt(0)
+        .take_opt(first)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("id"))?;
     let data: Vec<u8> = row
-        .take_opt(1)
+        .take_opt(first + 1)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("data"))?;
     let updated_at = row
-        .take_opt::<Value, _>(2)
+        .take_opt::<Value, _>(first + 2)
         .and_then(Result::ok)
         .and_then(|v| clock::from_sql(&v))
         .ok_or_else(|| unreadable("updated_at"))?;
     let deleted_at = row
-        .take_opt::<Value, _>(3)
+        .take_opt::<Value, _>(first + 3)
         .and_then(Result::ok)
         .and_then(|v| clock::from_sql(&v));
     let version: u64 = row
-        .take_opt(4)
+        .take_opt(first + 4)
         .and_then(Result::ok)
         .ok_or_else(|| unreadable("version"))?;
     Ok(Columns {
@@ -88,7 +93,10 @@ fn columns(entity: Entity, mut row: Row) -> Result<Columns, StoreError> {
 
 /// A row for the merge: `data` parsed.
 fn read_stored(entity: Entity, row: Row) -> Result<Stored, StoreError> {
-    let c = columns(entity, row)?;
+    stored_from(entity, columns(entity, row)?)
+}
+
+fn stored_from(entity: Entity, c: Columns) -> Result<Stored, StoreError> {
     let data: Map<String, serde_json::Value> = serde_json::from_slice(&c.data)
         .map_err(|_| StoreError::broken(format!("{}.data is not a JSON object", entity.table())))?;
     Ok(Stored {
@@ -167,29 +175,56 @@ pub fn lock_existing(
     stored_map(entity, rows)
 }
 
-/// The same read as a statement of a packet; `None` for no ids.
-pub fn push_lock_existing(
+/// The stored rows of several batches, read and locked by one statement
+/// of a packet: a `UNION ALL` of one locking read per entity, in the
+/// order given (every writer passes the contract's entity order), each
+/// walking its ids in key order. `None` when there are no ids at all.
+pub fn push_lock_batches(
     packet: &mut Packet,
     user_id: &str,
-    entity: Entity,
-    ids: &[&str],
+    batches: &[(Entity, Vec<&str>)],
 ) -> Result<Option<Slot>, StoreError> {
-    if ids.is_empty() {
+    let mut parts = Vec::new();
+    let mut values = Vec::new();
+    for (entity, ids) in batches.iter().filter(|(_, ids)| !ids.is_empty()) {
+        let index = Entity::ALL.iter().position(|e| e == entity).unwrap_or(0);
+        let sorted = sorted_unique(ids);
+        let placeholders = vec!["?"; sorted.len()].join(",");
+        parts.push(format!(
+            "(SELECT {index} AS entity, {COLUMNS} FROM {} WHERE user_id = ? AND id IN ({placeholders}) \
+             ORDER BY id FOR UPDATE)",
+            entity.table()
+        ));
+        values.push(Value::from(user_id));
+        values.extend(sorted.iter().map(|id| Value::from(*id)));
+    }
+    if parts.is_empty() {
         return Ok(None);
     }
-    let (sql, params) = lock_statement(user_id, entity, ids);
-    packet.push(&sql, &params).map(Some)
+    packet.push(&parts.join(" UNION ALL "), &values).map(Some)
 }
 
-pub fn read_locked(
+/// What `push_lock_batches` read, by entity and id.
+pub fn read_locked_batches(
     sets: &mut Sets,
     slot: Option<Slot>,
-    entity: Entity,
-) -> Result<HashMap<String, Stored>, StoreError> {
-    match slot {
-        Some(slot) => stored_map(entity, sets.rows(slot)?),
-        None => Ok(HashMap::new()),
+) -> Result<HashMap<Entity, HashMap<String, Stored>>, StoreError> {
+    let mut found: HashMap<Entity, HashMap<String, Stored>> = HashMap::new();
+    let Some(slot) = slot else {
+        return Ok(found);
+    };
+    for mut row in sets.rows(slot)? {
+        let index: Option<usize> = row.take_opt(0).and_then(Result::ok);
+        let Some(entity) = index.and_then(|index| Entity::ALL.get(index).copied()) else {
+            return Err(StoreError::broken("a locked row names no entity"));
+        };
+        let stored = stored_from(entity, columns_from(entity, row, 1)?)?;
+        found
+            .entry(entity)
+            .or_default()
+            .insert(stored.record.id.clone(), stored);
     }
+    Ok(found)
 }
 
 /// One row to write: the record, its data as compact JSON, its version.
