@@ -22,7 +22,7 @@ use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::store::clock;
 use crate::store::db::{self, Db, Packet, Slot};
-use crate::store::records::{self, Cursor, Pulled, Upto, Write};
+use crate::store::records::{self, Cursor, Pulled, Span, Upto, Write};
 use crate::store::users::{Lock, User};
 use crate::sync::{self, Entity, Outcome, Record, Resolution, Stored};
 
@@ -94,13 +94,16 @@ pub fn sync(
             if let Some(page) = ask.page {
                 // Up to the user's position before this request's writes:
                 // every version above it is one this request writes.
+                let span = Span {
+                    cursor: page.cursor.unwrap_or(Cursor::AfterVersion(0)),
+                    upto: Upto::UserPosition,
+                    limit: page.limit,
+                };
                 page_slot = Some(records::push_page_entries(
                     &mut packet,
                     &claims.user_id,
                     &Entity::ALL,
-                    page.cursor.unwrap_or(Cursor::AfterVersion(0)),
-                    Upto::UserPosition,
-                    page.limit,
+                    span,
                 )?);
             }
         }
@@ -240,14 +243,15 @@ pub fn pull(
             )?);
         }
         let page_slot = match ask {
-            Ok(ask) => Some(records::push_changes_of(
-                &mut packet,
-                &claims.user_id,
-                entity,
-                ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
-                Upto::Any,
-                ask.limit,
-            )?),
+            Ok(ask) => {
+                let span = Span {
+                    cursor: ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
+                    upto: Upto::Any,
+                    limit: ask.limit,
+                };
+                let slot = records::push_changes_of(&mut packet, &claims.user_id, entity, span)?;
+                Some(slot)
+            }
             Err(_) => None,
         };
         let opening = match opening {

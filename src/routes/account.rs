@@ -35,15 +35,15 @@ fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
 }
 
 /// The opening of a route whose body is required: token, user, limit,
-/// then the body.
+/// then the body, and the collector of its field errors.
 fn open_with_body<'c, 'a>(
     ctx: &'c mut Ctx<'a>,
     request: &Request,
     seen: &mut Seen,
-) -> Result<(session::Opened<'c, 'a>, Map<String, Value>), ApiError> {
+) -> Result<(session::Opened<'c, 'a>, Map<String, Value>, Fields), ApiError> {
     let opened = session::open(ctx, request, seen)?;
     let body = body::required_object(request)?;
-    Ok((opened, body))
+    Ok((opened, body, Fields::new()))
 }
 
 pub fn get_account(
@@ -61,8 +61,7 @@ pub fn patch_account(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let (opened, body) = open_with_body(ctx, request, seen)?;
-    let mut fields = Fields::new();
+    let (opened, body, mut fields) = open_with_body(ctx, request, seen)?;
     let name = fields
         .optional_string(&body, "name")
         .and_then(|raw| check_name(&mut fields, &raw));
@@ -87,8 +86,7 @@ pub fn delete_account(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let (opened, body) = open_with_body(ctx, request, seen)?;
-    let mut fields = Fields::new();
+    let (opened, body, mut fields) = open_with_body(ctx, request, seen)?;
     let given = fields.string(&body, "password");
     fields.finish()?;
     let Some(given) = given else {

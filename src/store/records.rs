@@ -309,6 +309,15 @@ pub enum Upto {
     UserPosition,
 }
 
+/// Which changes a page may hold: after `cursor`, at or below `upto`, at
+/// most `limit` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub cursor: Cursor,
+    pub upto: Upto,
+    pub limit: usize,
+}
+
 /// Which rows a page of changes holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageEntry {
@@ -346,21 +355,28 @@ pub fn push_changes_of(
     packet: &mut Packet,
     user_id: &str,
     entity: Entity,
-    cursor: Cursor,
-    upto: Upto,
-    limit: usize,
+    span: Span,
 ) -> Result<Slot, StoreError> {
-    let (condition, cursor_value) = cursor_condition(cursor);
-    let (upto_sql, upto_values) = upto_condition(user_id, upto);
+    let (condition, values) = span.condition(user_id);
     let sql = format!(
-        "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND {condition} AND {upto_sql} \
-         ORDER BY version LIMIT ?",
+        "SELECT {COLUMNS} FROM {} WHERE {condition} ORDER BY version LIMIT ?",
         entity.table()
     );
-    let mut values = vec![Value::from(user_id), cursor_value];
-    values.extend(upto_values);
-    values.push(Value::from(fetch_limit(limit)));
+    let mut values = values;
+    values.push(Value::from(fetch_limit(span.limit)));
     packet.push(&sql, &values)
+}
+
+impl Span {
+    /// `user_id = ? AND <after the cursor> AND <at or below upto>`, with its
+    /// values.
+    fn condition(self, user_id: &str) -> (String, Vec<Value>) {
+        let (after, cursor_value) = cursor_condition(self.cursor);
+        let (upto, upto_values) = upto_condition(user_id, self.upto);
+        let mut values = vec![Value::from(user_id), cursor_value];
+        values.extend(upto_values);
+        (format!("user_id = ? AND {after} AND {upto}"), values)
+    }
 }
 
 /// The page `push_changes_of` asked for, and whether more remain.
@@ -394,30 +410,25 @@ pub fn push_page_entries(
     packet: &mut Packet,
     user_id: &str,
     entities: &[Entity],
-    cursor: Cursor,
-    upto: Upto,
-    limit: usize,
+    span: Span,
 ) -> Result<Slot, StoreError> {
-    let (condition, cursor_value) = cursor_condition(cursor);
-    let (upto_sql, upto_values) = upto_condition(user_id, upto);
-    let asked = fetch_limit(limit);
+    let (condition, span_values) = span.condition(user_id);
+    let asked = fetch_limit(span.limit);
     let selects: Vec<String> = entities
         .iter()
         .enumerate()
         .map(|(index, entity)| {
             format!(
-                "(SELECT version, {index} AS entity FROM {} WHERE user_id = ? AND {condition} \
-                 AND {upto_sql} ORDER BY version LIMIT ?)",
+                "(SELECT version, {index} AS entity FROM {} WHERE {condition} \
+                 ORDER BY version LIMIT ?)",
                 entity.table()
             )
         })
         .collect();
     let sql = format!("{} ORDER BY version LIMIT ?", selects.join(" UNION ALL "));
-    let mut values = Vec::with_capacity(entities.len() * 4 + 1);
+    let mut values = Vec::with_capacity(entities.len() * (span_values.len() + 1) + 1);
     for _ in entities {
-        values.push(Value::from(user_id));
-        values.push(cursor_value.clone());
-        values.extend(upto_values.iter().cloned());
+        values.extend(span_values.iter().cloned());
         values.push(Value::from(asked));
     }
     values.push(Value::from(asked));
@@ -462,14 +473,12 @@ pub fn page_rows(
     let mut slots = Vec::new();
     for entity in Entity::ALL {
         if entries.iter().any(|entry| entry.entity == entity) {
-            let slot = push_changes_of(
-                &mut packet,
-                user_id,
-                entity,
+            let span = Span {
                 cursor,
-                Upto::Version(last),
-                usize::MAX - 1,
-            )?;
+                upto: Upto::Version(last),
+                limit: usize::MAX - 1,
+            };
+            let slot = push_changes_of(&mut packet, user_id, entity, span)?;
             slots.push((entity, slot));
         }
     }
@@ -496,12 +505,16 @@ pub fn changes(
     limit: usize,
 ) -> Result<(Vec<Pulled>, bool), StoreError> {
     let mut packet = Packet::new();
-    let upto = Upto::Version(upto);
+    let span = Span {
+        cursor,
+        upto: Upto::Version(upto),
+        limit,
+    };
     if let [entity] = entities {
-        let slot = push_changes_of(&mut packet, user_id, *entity, cursor, upto, limit)?;
+        let slot = push_changes_of(&mut packet, user_id, *entity, span)?;
         return read_changes_of(&mut db.run(packet)?, slot, *entity, limit);
     }
-    let slot = push_page_entries(&mut packet, user_id, entities, cursor, upto, limit)?;
+    let slot = push_page_entries(&mut packet, user_id, entities, span)?;
     let (entries, has_more) = read_page_entries(&mut db.run(packet)?, slot, entities, limit)?;
     Ok((page_rows(db, user_id, cursor, &entries)?, has_more))
 }
@@ -540,7 +553,7 @@ pub fn push_advance_user(
     change_counter: u64,
     last_write_at: i64,
     last_sync_at: i64,
-) -> Result<(), StoreError> {
+) -> Result<Slot, StoreError> {
     packet.push(
         "UPDATE users SET change_counter = ?, last_write_at = ?, last_sync_at = ? WHERE id = ?",
         &[
@@ -549,20 +562,18 @@ pub fn push_advance_user(
             clock::to_sql(last_sync_at),
             Value::from(user_id),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 pub fn push_touch_last_sync(
     packet: &mut Packet,
     user_id: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Slot, StoreError> {
     packet.push(
         "UPDATE users SET last_sync_at = ? WHERE id = ?",
         &[clock::to_sql(now), Value::from(user_id)],
-    )?;
-    Ok(())
+    )
 }
 
 /// Records a device's last sync (`X-Device-Id`). Unchanged position and a
@@ -573,7 +584,7 @@ pub fn push_record_device(
     device_id: &str,
     now: i64,
     sync_token: u64,
-) -> Result<(), StoreError> {
+) -> Result<Slot, StoreError> {
     packet.push(
         r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token) VALUES (?, ?, ?, ?)
           ON DUPLICATE KEY UPDATE
@@ -587,8 +598,7 @@ pub fn push_record_device(
             clock::to_sql(now),
             Value::from(sync_token),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 /// A device's last sync, as the account shows it.
