@@ -143,8 +143,8 @@ impl Request {
     }
 
     fn fill(&mut self, params: &Params) -> Result<(), ApiError> {
-        // The fastcgi crate drops a non-UTF-8 param and every one after it,
-        // so a request with `%FF` in its path may arrive without a method.
+        // Params are bytes: only the ones read here must be UTF-8, and a
+        // web server that sent none is answered 400, not guessed at.
         self.method = match params.text("REQUEST_METHOD")? {
             Some(method) if !method.is_empty() => method.to_ascii_uppercase(),
             _ => {
@@ -302,8 +302,8 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-/// A response, buffered whole and written once: each write to the fastcgi
-/// crate's stdout is one FastCGI record.
+/// A response, buffered whole and written once: as CGI output in one
+/// write, or as FastCGI records built in one buffer (`fcgi.rs`).
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
