@@ -231,32 +231,31 @@ pub fn pull(
         // row read after the page can only be newer, which the cursor
         // checks allow. Locked (`since`), the page must follow the lock.
         let lock = if locked { Lock::Share } else { Lock::None };
-        let mut packet = Packet::new();
-        let mut opening = None;
-        if locked {
-            opening = Some(session::push_open(
-                &mut packet,
-                env,
-                claims,
-                lock,
-                attempt == 1,
-            )?);
-        }
-        let page_slot = match ask {
-            Ok(ask) => {
-                let span = Span {
-                    cursor: ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
-                    upto: Upto::Any,
-                    limit: ask.limit,
-                };
-                let slot = records::push_changes_of(&mut packet, &claims.user_id, entity, span)?;
-                Some(slot)
-            }
-            Err(_) => None,
+        let push_page = |packet: &mut Packet| -> Result<Option<Slot>, ApiError> {
+            let Ok(ask) = ask else { return Ok(None) };
+            let span = Span {
+                cursor: ask.cursor.unwrap_or(Cursor::AfterVersion(0)),
+                upto: Upto::Any,
+                limit: ask.limit,
+            };
+            Ok(Some(records::push_changes_of(
+                packet,
+                &claims.user_id,
+                entity,
+                span,
+            )?))
         };
-        let opening = match opening {
-            Some(opening) => opening,
-            None => session::push_open(&mut packet, env, claims, lock, attempt == 1)?,
+        let count = attempt == 1;
+        let mut packet = Packet::new();
+        let (opening, page_slot) = if locked {
+            let opening = session::push_open(&mut packet, env, claims, lock, count)?;
+            (opening, push_page(&mut packet)?)
+        } else {
+            let page_slot = push_page(&mut packet)?;
+            (
+                session::push_open(&mut packet, env, claims, lock, count)?,
+                page_slot,
+            )
         };
         let mut sets = db.run(packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;

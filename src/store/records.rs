@@ -92,10 +92,6 @@ fn columns_from(entity: Entity, mut row: Row, first: usize) -> Result<Columns, S
 }
 
 /// A row for the merge: `data` parsed.
-fn read_stored(entity: Entity, row: Row) -> Result<Stored, StoreError> {
-    stored_from(entity, columns(entity, row)?)
-}
-
 fn stored_from(entity: Entity, c: Columns) -> Result<Stored, StoreError> {
     let data: Map<String, serde_json::Value> = serde_json::from_slice(&c.data)
         .map_err(|_| StoreError::broken(format!("{}.data is not a JSON object", entity.table())))?;
@@ -136,43 +132,21 @@ fn sorted_unique<'a>(ids: &[&'a str]) -> Vec<&'a str> {
     sorted
 }
 
-/// One statement reading and locking the stored rows of `ids`, sorted so
-/// every transaction locks in the same order.
-fn lock_statement(user_id: &str, entity: Entity, ids: &[&str]) -> (String, Vec<Value>) {
-    let sorted = sorted_unique(ids);
-    let placeholders = vec!["?"; sorted.len()].join(",");
-    let sql = format!(
-        "SELECT {COLUMNS} FROM {} WHERE user_id = ? AND id IN ({placeholders}) ORDER BY id FOR UPDATE",
-        entity.table()
-    );
-    let mut params: Vec<Value> = Vec::with_capacity(sorted.len() + 1);
-    params.push(Value::from(user_id));
-    params.extend(sorted.iter().map(|id| Value::from(*id)));
-    (sql, params)
-}
-
-fn stored_map(entity: Entity, rows: Vec<Row>) -> Result<HashMap<String, Stored>, StoreError> {
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let stored = read_stored(entity, row)?;
-        found.insert(stored.record.id.clone(), stored);
-    }
-    Ok(found)
-}
-
-/// Reads and locks the stored rows of `ids`.
+/// Reads and locks the stored rows of `ids` of one entity (the same
+/// statement a batch's opening uses, in a packet of its own).
 pub fn lock_existing(
     db: &mut Db,
     user_id: &str,
     entity: Entity,
     ids: &[&str],
 ) -> Result<HashMap<String, Stored>, StoreError> {
-    if ids.is_empty() {
+    let mut packet = Packet::new();
+    let slot = push_lock_batches(&mut packet, user_id, &[(entity, ids.to_vec())])?;
+    if slot.is_none() {
         return Ok(HashMap::new());
     }
-    let (sql, params) = lock_statement(user_id, entity, ids);
-    let rows: Vec<Row> = db.exec(&sql, params)?;
-    stored_map(entity, rows)
+    let mut found = read_locked_batches(&mut db.run(packet)?, slot)?;
+    Ok(found.remove(&entity).unwrap_or_default())
 }
 
 /// The stored rows of several batches, read and locked by one statement

@@ -68,34 +68,23 @@ pub enum Lock {
     Update,
 }
 
-fn select_by_id(lock: Lock) -> &'static str {
-    match lock {
-        Lock::None => {
-            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
-             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
-             FROM users WHERE id = ?"
-        }
-        Lock::Share => {
-            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
-             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
-             FROM users WHERE id = ? LOCK IN SHARE MODE"
-        }
-        Lock::Update => {
-            "SELECT id, email, name, password_hash, token_version, sync_enabled, \
-             change_counter, last_write_at, last_sync_at, purged_version, purged_before \
-             FROM users WHERE id = ? FOR UPDATE"
-        }
-    }
+fn select_by_id(lock: Lock) -> String {
+    let suffix = match lock {
+        Lock::None => "",
+        Lock::Share => " LOCK IN SHARE MODE",
+        Lock::Update => " FOR UPDATE",
+    };
+    format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}")
 }
 
 pub fn find_by_id(db: &mut Db, id: &str, lock: Lock) -> Result<Option<User>, StoreError> {
-    let row: Option<Row> = db.exec_first(select_by_id(lock), (id,))?;
+    let row: Option<Row> = db.exec_first(&select_by_id(lock), (id,))?;
     row.map(from_row).transpose()
 }
 
 /// The same read, as a statement of a larger packet.
 pub fn push_find_by_id(packet: &mut Packet, id: &str, lock: Lock) -> Result<Slot, StoreError> {
-    packet.push(select_by_id(lock), &[Value::from(id)])
+    packet.push(&select_by_id(lock), &[Value::from(id)])
 }
 
 pub fn read_user(sets: &mut Sets, slot: Slot) -> Result<Option<User>, StoreError> {
