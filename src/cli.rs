@@ -42,7 +42,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             ExitCode::SUCCESS
         }
         ["--version" | "-V" | "version"] => {
-            println!("healthsync {}", env!("CARGO_PKG_VERSION"));
+            println!("healthsync {}", crate::VERSION);
             ExitCode::SUCCESS
         }
         ["migrate"] => run_migrate(),

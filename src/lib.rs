@@ -17,3 +17,11 @@ pub mod route;
 pub mod routes;
 pub mod store;
 pub mod sync;
+
+/// The version this binary reports (`--version`, `/health`, the request
+/// log): the package version, or `HEALTHSYNC_VERSION` when the build set
+/// it, so two builds of one commit (an upgrade rehearsal) tell apart.
+pub const VERSION: &str = match option_env!("HEALTHSYNC_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};

@@ -24,7 +24,7 @@ pub fn get_health(ctx: &mut Ctx, _seen: &mut Seen) -> Result<Response, ApiError>
             "status": "ok",
             "database": "ok",
             "schema_version": schema_version,
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::VERSION,
             "limits": {
                 "max_body_bytes": env.config.max_body_bytes,
                 "max_batch": env.config.max_batch,
