@@ -28,6 +28,7 @@ fn server() -> DbConfig {
         pass: String::new(),
         socket: None,
         tls: false,
+        tls_ca: None,
     }
 }
 
