@@ -124,7 +124,14 @@ pub fn sync(
         let mut merged = Vec::with_capacity(ask.batches.len());
         for batch in &ask.batches {
             let stored = locked.remove(&batch.entity).unwrap_or_default();
-            merged.push(merge_batch(db, &user.id, batch, stored, &mut counter)?);
+            merged.push(merge_batch(
+                db,
+                &user.id,
+                batch,
+                stored,
+                &mut counter,
+                env.config.max_record_bytes,
+            )?);
         }
         let (page, has_more, page_end) = match (ask.page, page_slot) {
             (Some(page), Some(slot)) => {
@@ -414,6 +421,7 @@ fn merge_batch(
     batch: &Batch,
     mut stored: HashMap<String, Stored>,
     counter: &mut u64,
+    max_record_bytes: usize,
 ) -> Result<Merged, ApiError> {
     let entity = batch.entity;
     let mut result = EntityResult {
@@ -430,7 +438,7 @@ fn merge_batch(
         let incoming = &valid.incoming;
         let id = incoming.record.id.clone();
         let current = stored.get(&id);
-        match sync::decide(entity, incoming, current) {
+        match sync::decide(entity, incoming, current, max_record_bytes) {
             Outcome::Insert | Outcome::Update => {
                 let version = next_version();
                 pending.push((incoming.record.clone(), valid.data_json.clone(), version));
