@@ -39,6 +39,27 @@ const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// A unique key already holds the value.
 pub const ER_DUP_ENTRY: u16 = 1062;
 
+/// Server errors about the statement or its data, not the server's state.
+const NEVER_BETTER_ON_RETRY: &[u16] = &[
+    1048, // column cannot be null
+    1054, // unknown column
+    1062, // duplicate entry
+    1064, // syntax
+    1136, // column count does not match value count
+    1210, // wrong arguments to a statement
+    1264, // out of range value
+    1265, // data truncated
+    1292, // incorrect (date, number) value
+    1364, // field has no default value
+    1366, // incorrect value for a column (e.g. charset)
+    1406, // data too long
+    1451, // a foreign key refuses the delete
+    1452, // a foreign key refuses the insert
+    3140, // invalid JSON text (MySQL)
+    3819, // check constraint violated (MySQL)
+    4025, // CONSTRAINT ... failed (MariaDB: a JSON_VALID check)
+];
+
 /// Statements run once per new connection, in one round trip.
 ///
 /// READ COMMITTED: REPEATABLE READ takes gap locks, and a `FOR UPDATE` of
@@ -103,18 +124,20 @@ impl std::fmt::Display for StoreError {
 }
 
 impl From<mysql::Error> for StoreError {
-    /// A database fault is `Unavailable`, never `Broken`: the server being
-    /// unreachable, refusing us, dropping the connection, running out of
-    /// connections or locks. Only errors that can only be our own bug (a
-    /// malformed statement, a type mismatch in a row) are `Broken`.
+    /// A database fault is `Unavailable`: the server being unreachable,
+    /// refusing us, dropping the connection, running out of connections,
+    /// space or locks; running the request again later may succeed. An
+    /// error that the same statement would meet again (a malformed
+    /// statement, a type mismatch in a row, a duplicate key, a value too
+    /// long, invalid JSON, a failed constraint) is `Broken`: a 503 would
+    /// send every device into retrying the same batch forever.
     fn from(error: mysql::Error) -> StoreError {
         let cause = format!("mysql: {error}");
         let (kind, code) = match &error {
             mysql::Error::MySqlError(e) => (
                 match e.code {
                     ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT => StoreErrorKind::Contention,
-                    // Syntax, unknown column, wrong arguments: a bug in our SQL.
-                    1064 | 1054 | 1210 => StoreErrorKind::Broken,
+                    code if NEVER_BETTER_ON_RETRY.contains(&code) => StoreErrorKind::Broken,
                     _ => StoreErrorKind::Unavailable,
                 },
                 Some(e.code),
@@ -612,6 +635,14 @@ mod tests {
         assert_eq!(server(1205), StoreErrorKind::Contention);
         assert_eq!(server(1064), StoreErrorKind::Broken);
         assert_eq!(server(1040), StoreErrorKind::Unavailable);
-        assert_eq!(server(ER_DUP_ENTRY), StoreErrorKind::Unavailable);
+        assert_eq!(server(ER_DUP_ENTRY), StoreErrorKind::Broken);
+        assert_eq!(server(1406), StoreErrorKind::Broken);
+        assert_eq!(server(4025), StoreErrorKind::Broken);
+        assert_eq!(server(3140), StoreErrorKind::Broken);
+        assert_eq!(server(1452), StoreErrorKind::Broken);
+        // Outages and resource limits stay retryable.
+        assert_eq!(server(1053), StoreErrorKind::Unavailable);
+        assert_eq!(server(1114), StoreErrorKind::Unavailable);
+        assert_eq!(server(1927), StoreErrorKind::Unavailable);
     }
 }

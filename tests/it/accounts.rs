@@ -179,6 +179,9 @@ fn login_answers_unknown_email_and_wrong_password_alike() {
     unknown.expect(401, "INVALID_CREDENTIALS");
     wrong.expect(401, "INVALID_CREDENTIALS");
     assert_eq!(unknown.body, wrong.body);
+    // Contract section 1: every 401 names the scheme.
+    assert_eq!(unknown.header("WWW-Authenticate"), Some("Bearer"));
+    assert_eq!(wrong.header("WWW-Authenticate"), Some("Bearer"));
     let data = db
         .post(
             "/api/auth/login",
