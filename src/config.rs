@@ -251,6 +251,12 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         }
     }
     let secret = required(raw.jwt_secret_key, "JWT_SECRET_KEY")?;
+    if looks_guessable(secret.as_bytes()) {
+        return Err(problem(
+            "JWT_SECRET_KEY",
+            "looks guessable (a placeholder word or few distinct characters): set it to random bytes, e.g. `head -c 48 /dev/urandom | base64`",
+        ));
+    }
     if secret.len() < MIN_SECRET_BYTES {
         return Err(problem(
             "JWT_SECRET_KEY",
@@ -318,6 +324,21 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         require_https,
         log_level,
     })
+}
+
+/// A token secret anyone could guess: a placeholder left in from an
+/// example, or too few distinct bytes to be random (48 random bytes in
+/// base64 have dozens). Such a secret lets anyone sign tokens, so the
+/// binary refuses it at run time, not only in `check`.
+pub fn looks_guessable(secret: &[u8]) -> bool {
+    let mut distinct = secret.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let text = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    let placeholder = ["secret", "changeme", "your_", "example", "password"]
+        .iter()
+        .any(|word| text.contains(word));
+    placeholder || distinct.len() < 12
 }
 
 /// An empty optional number or flag means "use the default", as most
@@ -513,6 +534,14 @@ mod tests {
         check_error(&[("REQUIRE_HTTPS", "maybe")], "REQUIRE_HTTPS");
         check_error(&[("JWT_SECRET_KEY", "short")], "JWT_SECRET_KEY");
         check_error(&[("JWT_SECRET_KEY", "")], "JWT_SECRET_KEY");
+        check_error(
+            &[("JWT_SECRET_KEY", "changeme-changeme-changeme-changeme-0123")],
+            "JWT_SECRET_KEY",
+        );
+        check_error(
+            &[("JWT_SECRET_KEY", "abababababababababababababababababab")],
+            "JWT_SECRET_KEY",
+        );
         check_error(&[("DB_NAME", "")], "DB_NAME");
         check_error(&[("LOG_LEVEL", "loud")], "LOG_LEVEL");
         check_error(&[("DB_HOST", "")], "DB_HOST");

@@ -361,14 +361,23 @@ fn check_passes_on_a_good_setup_and_names_what_is_wrong_otherwise() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("run `healthsync migrate`"));
 
+    // A guessable secret is refused by check and by every request alike.
     db.set("JWT_SECRET_KEY", "secretsecretsecretsecretsecretsecret");
     let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
     assert!(
-        stdout.contains("JWT_SECRET_KEY looks guessable"),
+        stdout.contains("JWT_SECRET_KEY") && stdout.contains("looks guessable"),
         "{stdout}"
     );
+    let response = db.get("/api/health").send();
+    response.expect(500, "INTERNAL_ERROR");
+    assert!(
+        response.stderr.contains("looks guessable"),
+        "{}",
+        response.stderr
+    );
 
-    db.set("DB_PORT", "1");
+    db.set("JWT_SECRET_KEY", crate::support::SECRET)
+        .set("DB_PORT", "1");
     let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
     assert!(stdout.contains("cannot reach MySQL"), "{stdout}");
 }
