@@ -82,6 +82,11 @@ class Tally:
             if status not in expected:
                 self.unexpected.append((round(self.now(), 3), what, status, body[:200].decode("utf-8", "replace")))
 
+    def malformed(self, what, status, body):
+        """An expected status whose body is not the API's JSON envelope."""
+        with self.lock:
+            self.unexpected.append((round(self.now(), 3), what, f"{status} (not JSON)", body[:200].decode("utf-8", "replace")))
+
     def failure(self, what, error):
         with self.lock:
             self.requests += 1
@@ -135,8 +140,8 @@ class Client:
             return response.status, None
         try:
             return response.status, json.loads(raw)["data"]
-        except (ValueError, KeyError) as error:
-            self.tally.answer(what, f"{response.status}+bad-json", (), raw)
+        except (ValueError, KeyError):
+            self.tally.malformed(what, response.status, raw)
             return response.status, None
 
     def close(self):
