@@ -141,26 +141,6 @@ pub fn limit_address(
     record(seen, state)
 }
 
-/// Counts an `/auth/*` request against the (normalized) email it names.
-pub fn limit_email(env: &Env, db: &mut Db, email: &str, seen: &mut Seen) -> Result<(), ApiError> {
-    let bucket = ratelimit::email_bucket(email);
-    let state = ratelimit::check(
-        db,
-        &bucket,
-        env.config.auth_rate_limit_per_minute,
-        env.now_secs(),
-    );
-    // The headers report the tighter of the address and email limits.
-    let tighter_already = match (&state, seen.rate_limit) {
-        (Ok(email_state), Some(address_state)) => address_state.remaining <= email_state.remaining,
-        _ => false,
-    };
-    if tighter_already {
-        return Ok(());
-    }
-    record(seen, state)
-}
-
 fn record(
     seen: &mut Seen,
     state: Result<crate::error::RateLimitState, ApiError>,

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::auth::guessing::Account;
 use crate::auth::{password, session, tokens};
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
@@ -79,10 +80,9 @@ pub fn check_name(fields: &mut Fields, raw: &str) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// The body of register and login, counted in the contract's order: the
-/// client address first (every request counts, well-formed or not), then
-/// the body's own checks, then the email it names (normalized) as soon as
-/// it is read, before any other field is validated.
+/// The body of register and login, after the client address is counted
+/// (every request counts, well-formed or not). Per account only wrong
+/// passwords count (`guessing`), never a request as such.
 fn limited_credentials_body(
     env: &Env,
     db: &mut Db,
@@ -90,11 +90,7 @@ fn limited_credentials_body(
     seen: &mut Seen,
 ) -> Result<Map<String, Value>, ApiError> {
     session::limit_address(env, db, &request.remote_addr, seen)?;
-    let body = body::required_object(request)?;
-    if let Some(raw) = body.get("email").and_then(Value::as_str) {
-        session::limit_email(env, db, &raw.trim().to_lowercase(), seen)?;
-    }
-    Ok(body)
+    body::required_object(request)
 }
 
 fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
@@ -209,16 +205,26 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
         return Err(ApiError::Internal("validated login fields missing".into()));
     };
 
-    // Unknown email and wrong password: same answer, same work.
-    let user = match normalize_email(&email) {
+    // Unknown email and wrong password: same answer, same work, same count.
+    let normalized = normalize_email(&email);
+    let account = Account::new(
+        normalized.as_deref().unwrap_or(email.trim()),
+        &request.remote_addr,
+    );
+    account.check(db, env.now_millis())?;
+    let user = match normalized {
         Ok(email) => users::find_by_email(db, &email)?,
         Err(_) => None,
     };
     let user = match user {
         Some(user) if password::verify(&password, &user.password_hash) => user,
-        Some(_) => return Err(ApiError::InvalidCredentials),
+        Some(_) => {
+            account.failed(db, env.now_millis())?;
+            return Err(ApiError::InvalidCredentials);
+        }
         None => {
             password::verify_dummy(&password);
+            account.failed(db, env.now_millis())?;
             return Err(ApiError::InvalidCredentials);
         }
     };
@@ -364,7 +370,10 @@ pub fn post_password(
             "validated password fields missing".into(),
         ));
     };
+    let account = Account::new(&user.email, &request.remote_addr);
+    account.check(db, env.now_millis())?;
     if !password::verify(&current, &user.password_hash) {
+        account.failed(db, env.now_millis())?;
         return Err(ApiError::field(
             "current_password",
             "is not the account's password",

@@ -194,7 +194,7 @@ pub fn owned_tables() -> Vec<&'static str> {
 
 /// Erases the user and everything they own. Runs inside the caller's
 /// transaction, which holds the user's row lock.
-pub fn erase(db: &mut Db, user: &User, email_bucket: &[u8]) -> Result<(), StoreError> {
+pub fn erase(db: &mut Db, user: &User) -> Result<(), StoreError> {
     for table in owned_tables() {
         db.exec_write(
             &format!("DELETE FROM {table} WHERE user_id = ?"),
@@ -202,10 +202,7 @@ pub fn erase(db: &mut Db, user: &User, email_bucket: &[u8]) -> Result<(), StoreE
         )?;
     }
     let user_bucket = format!("u:{}", user.id).into_bytes();
-    db.exec_write(
-        "DELETE FROM rate_limits WHERE bucket IN (?, ?)",
-        (user_bucket, email_bucket),
-    )?;
+    db.exec_write("DELETE FROM rate_limits WHERE bucket = ?", (user_bucket,))?;
     db.exec_write("DELETE FROM users WHERE id = ?", (&user.id,))?;
     Ok(())
 }

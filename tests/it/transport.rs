@@ -12,7 +12,7 @@ fn health_reports_database_schema_and_limits() {
     let data = response.ok();
     assert_eq!(data["status"], "ok");
     assert_eq!(data["database"], "ok");
-    assert_eq!(data["schema_version"], 1);
+    assert_eq!(data["schema_version"], 2);
     assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         data["limits"],
@@ -332,6 +332,7 @@ fn migrate_on_an_empty_database_prints_each_migration() {
         "refresh_tokens",
         "sync_status",
         "rate_limits",
+        "auth_failures",
         "schema_migrations",
     ] {
         db.exec(&format!("DROP TABLE {table}"));
@@ -344,7 +345,8 @@ fn migrate_on_an_empty_database_prints_each_migration() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("applying 0001_initial"), "{stdout}");
-    assert!(stdout.contains("1 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("applying 0002_auth_failures"), "{stdout}");
+    assert!(stdout.contains("2 migration(s) applied"), "{stdout}");
     db.get("/api/health").send().ok();
 }
 

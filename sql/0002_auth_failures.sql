@@ -1,0 +1,20 @@
+-- Wrong passwords, counted against the account they name (contract
+-- section 2, v2 guessing limits): 10 per account per client address in 15
+-- minutes, 100 per account in an hour. One row per failure, so the
+-- windows slide exactly; rows older than an hour are swept by the
+-- failures that come after them and by `healthsync purge`.
+-- account: SHA-256 of the normalized email (the table holds no address of
+-- anyone's mailbox, and unknown emails count the same as known ones).
+-- address: the client address, IPv4 whole, IPv6 by its /64 prefix.
+-- InnoDB, not MEMORY: a failure must survive a restart, and a replicated
+-- cluster replicates only InnoDB. Written only on failures.
+CREATE TABLE auth_failures (
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    account     BINARY(32)      NOT NULL,
+    address     VARBINARY(64)   NOT NULL,
+    failed_at   BIGINT          NOT NULL,
+    PRIMARY KEY (id),
+    KEY by_account (account, failed_at),
+    KEY by_account_address (account, address, failed_at),
+    KEY by_time (failed_at)
+) ENGINE=InnoDB;
