@@ -50,7 +50,7 @@ pub fn push_open(
         )?),
         false => None,
     };
-    let user = users::push_find_by_id(packet, &claims.user_id, lock)?;
+    let user = users::push_find_by_id(packet, &claims.user_id, claims.sid.as_deref(), lock)?;
     Ok(Opening {
         user,
         hit,
@@ -78,11 +78,12 @@ pub fn finish_open(
     Ok(user)
 }
 
-/// Refuses a missing user, or a token issued before a logout-everywhere,
-/// a password change or an erasure.
+/// Refuses a missing user, a token issued before a logout-everywhere, a
+/// password change or an erasure, and a token of a login that was logged
+/// out or revoked for reuse.
 pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<User, ApiError> {
     let user = user.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
-    if user.token_version != claims.token_version {
+    if user.token_version != claims.token_version || user.login_revoked {
         return Err(ApiError::Unauthorized("The token has been revoked"));
     }
     Ok(user)
@@ -90,7 +91,10 @@ pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<U
 
 /// Reads (and optionally locks) the token's user on its own.
 pub fn load_user(db: &mut Db, claims: &tokens::AccessClaims, lock: Lock) -> Result<User, ApiError> {
-    check_user(users::find_by_id(db, &claims.user_id, lock)?, claims)
+    check_user(
+        users::find_by_id(db, &claims.user_id, claims.sid.as_deref(), lock)?,
+        claims,
+    )
 }
 
 /// The opening of a read-only authenticated route in one round trip: the

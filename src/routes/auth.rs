@@ -101,15 +101,20 @@ fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
     data
 }
 
-/// A new pair for an existing user at a token version.
-fn issue_for(env: &Env, user: &User, token_version: u32) -> Result<tokens::Pair, ApiError> {
-    tokens::issue_pair(
-        &env.config.jwt_secret,
-        &user.id,
-        &user.email,
+/// A new pair for an existing user at a token version, in a login.
+fn issue_for(
+    env: &Env,
+    user: &User,
+    token_version: u32,
+    family_id: &str,
+) -> Result<tokens::Pair, ApiError> {
+    let subject = tokens::Subject {
+        user_id: &user.id,
+        email: &user.email,
         token_version,
-        env.now_secs(),
-    )
+        family_id,
+    };
+    tokens::issue_pair(&env.config.jwt_secret, &subject, env.now_secs())
 }
 
 fn store_refresh(
@@ -167,8 +172,14 @@ pub fn post_register(
     let password_hash = password::hash(&password)?;
     let user_id = uuid::Uuid::new_v4().to_string();
     let now = env.now_millis();
-    let pair = tokens::issue_pair(&env.config.jwt_secret, &user_id, &email, 0, env.now_secs())?;
     let family_id = uuid::Uuid::new_v4().to_string();
+    let subject = tokens::Subject {
+        user_id: &user_id,
+        email: &email,
+        token_version: 0,
+        family_id: &family_id,
+    };
+    let pair = tokens::issue_pair(&env.config.jwt_secret, &subject, env.now_secs())?;
     db::transaction(db, |tx, _attempt| {
         let inserted = users::insert(
             tx,
@@ -230,8 +241,8 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
     };
     seen.user_id = Some(user.id.clone());
     let now = env.now_millis();
-    let pair = issue_for(env, &user, user.token_version)?;
     let family_id = uuid::Uuid::new_v4().to_string();
+    let pair = issue_for(env, &user, user.token_version, &family_id)?;
     db::transaction(db, |tx, _attempt| {
         token_rows::delete_expired(tx, &user.id, now)?;
         store_refresh(tx, &user.id, &family_id, &pair, now)
@@ -267,19 +278,30 @@ pub fn post_refresh(
     let hash = tokens::hash(presented);
     let now = env.now_millis();
     let outcome = db::transaction(db, |tx, _attempt| {
+        // The user row first, as pushes, logout and password changes take
+        // it: a rotation and a revocation of one family never interleave,
+        // so a revocation cannot miss the token a rotation inserts.
+        let user = users::find_by_id(tx, &claims.user_id, None, Lock::Update)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
+        if user.token_version != claims.token_version {
+            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
+        }
         let stored = token_rows::lock(tx, &claims.user_id, &hash)?
             .ok_or(ApiError::Unauthorized("The refresh token is not valid"))?;
         if stored.revoked {
             return Err(ApiError::Unauthorized("The refresh token has been revoked"));
         }
-        let user = users::find_by_id(tx, &claims.user_id, Lock::None)?
-            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
-        if user.token_version != claims.token_version {
-            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
-        }
+        let pair = issue_for(env, &user, user.token_version, &stored.family_id)?;
         match stored.spent_at {
-            None => token_rows::mark_spent(tx, &claims.user_id, &hash, now)?,
-            Some(spent_at) if !stored.grace_used && now - spent_at <= REFRESH_GRACE_SECS * 1000 => {
+            None => token_rows::mark_spent(tx, &claims.user_id, &hash, now, &pair.refresh_hash)?,
+            // The answer to the first rotation was lost: rotate once more,
+            // but only while the token it was rotated into is unused. A
+            // replay after the owner moved on is a stolen token.
+            Some(spent_at)
+                if !stored.grace_used
+                    && now - spent_at <= REFRESH_GRACE_SECS * 1000
+                    && !token_rows::successor_used(tx, &claims.user_id, stored.successor)? =>
+            {
                 token_rows::mark_grace_used(tx, &claims.user_id, &hash)?
             }
             Some(_) => {
@@ -287,7 +309,6 @@ pub fn post_refresh(
                 return Ok(Refreshed::Revoked);
             }
         }
-        let pair = issue_for(env, &user, user.token_version)?;
         store_refresh(tx, &user.id, &stored.family_id, &pair, now)?;
         Ok(Refreshed::Rotated(pair))
     })?;
@@ -328,6 +349,8 @@ pub fn post_logout(
         Some(refresh_token) => {
             let hash = tokens::hash(&refresh_token);
             db::transaction(db, |tx, _attempt| {
+                // The user row first, as a rotation takes it.
+                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
                 let stored = token_rows::lock(tx, &claims.user_id, &hash)?.ok_or_else(|| {
                     ApiError::field("refresh_token", "is not a refresh token of this account")
                 })?;
@@ -342,7 +365,7 @@ pub fn post_logout(
         }
         None => {
             db::transaction(db, |tx, _attempt| {
-                users::find_by_id(tx, &claims.user_id, Lock::Update)?;
+                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
                 users::bump_token_version(tx, &claims.user_id, now)?;
                 token_rows::delete_all(tx, &claims.user_id)
             })?;
@@ -392,7 +415,7 @@ pub fn post_password(
         let token_version = users::set_password(tx, &user.id, &new_hash, now)?
             .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_all(tx, &user.id)?;
-        let pair = issue_for(env, &user, token_version)?;
+        let pair = issue_for(env, &user, token_version, &family_id)?;
         store_refresh(tx, &user.id, &family_id, &pair, now)?;
         Ok(pair)
     })?;

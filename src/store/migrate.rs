@@ -22,8 +22,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "auth_failures",
-        sql: include_str!("../../sql/0002_auth_failures.sql"),
+        name: "v2_security",
+        sql: include_str!("../../sql/0002_v2_security.sql"),
     },
 ];
 

@@ -400,6 +400,134 @@ fn concurrent_refreshes_with_one_token_are_one_rotation_and_one_grace_rotation()
     );
 }
 
+#[test]
+fn a_replay_after_the_successor_was_used_revokes_the_family_with_its_access_tokens() {
+    let db = TestDb::new();
+    let user = register(&db, "replayed@example.com");
+    let other = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let (access1, refresh1) = pair(refresh(&db, &user.refresh).ok());
+    // Using the successor's access token is not presenting the successor.
+    db.get("/api/account").token(&access1).send().ok();
+    let (access2, refresh2) = pair(refresh(&db, &refresh1).ok());
+    // Within the grace period, but the owner has moved on: a captured copy
+    // of the first token is refused, and the family is revoked.
+    refresh(&db, &user.refresh).expect(401, "UNAUTHORIZED");
+    refresh(&db, &refresh2).expect(401, "UNAUTHORIZED");
+    // Every access token issued in that family goes with it.
+    for access in [&user.token, &access1, &access2] {
+        db.get("/api/account")
+            .token(access)
+            .send()
+            .expect(401, "UNAUTHORIZED");
+    }
+    // The user's other login keeps working.
+    db.get("/api/meals")
+        .token(other["token"].as_str().unwrap_or_default())
+        .send()
+        .ok();
+    refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok();
+}
+
+#[test]
+fn logout_naming_a_refresh_token_refuses_that_logins_access_tokens() {
+    let db = TestDb::new();
+    let user = register(&db, "signedout@example.com");
+    let other = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let other_access = other["token"].as_str().unwrap_or_default();
+    db.post("/api/auth/logout", &json!({"refresh_token": user.refresh}))
+        .token(other_access)
+        .send()
+        .ok();
+    db.get("/api/meals")
+        .token(&user.token)
+        .send()
+        .expect(401, "UNAUTHORIZED");
+    db.get("/api/meals").token(other_access).send().ok();
+}
+
+/// Revocation and rotation of one family take the user row first, so a
+/// logout cannot miss the token a concurrent refresh inserts: whatever
+/// the order, once both have answered, nothing of that family works.
+#[test]
+fn a_logout_racing_a_refresh_leaves_no_working_token_in_the_family() {
+    let db = TestDb::new();
+    let user = register(&db, "racer@example.com");
+    let keeper = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let keeper_access = keeper["token"].as_str().unwrap_or_default().to_owned();
+    for round in 0..12 {
+        let login = db
+            .post(
+                "/api/auth/login",
+                &json!({"email": user.email, "password": user.password}),
+            )
+            .send()
+            .ok()
+            .clone();
+        let (access, refresh_token) = pair(&login);
+        let (rotated, logged_out) = std::thread::scope(|scope| {
+            let rotation = scope.spawn(|| refresh(&db, &refresh_token));
+            let logout = scope.spawn(|| {
+                db.post("/api/auth/logout", &json!({"refresh_token": refresh_token}))
+                    .token(&keeper_access)
+                    .send()
+            });
+            (rotation.join(), logout.join())
+        });
+        let (Ok(rotated), Ok(logged_out)) = (rotated, logged_out) else {
+            panic!("round {round}: a request thread panicked");
+        };
+        logged_out.ok();
+        if rotated.status == 200 {
+            let (new_access, new_refresh) = pair(rotated.data());
+            refresh(&db, &new_refresh).expect(401, "UNAUTHORIZED");
+            db.get("/api/meals")
+                .token(&new_access)
+                .send()
+                .expect(401, "UNAUTHORIZED");
+        }
+        db.get("/api/meals")
+            .token(&access)
+            .send()
+            .expect(401, "UNAUTHORIZED");
+    }
+    // No revoked family kept a token the revocation missed.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM refresh_tokens live WHERE live.revoked_at IS NULL \
+             AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = live.family_id \
+             AND r.revoked_at IS NOT NULL)"
+        ),
+        0
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(DISTINCT family_id) FROM refresh_tokens WHERE revoked_at IS NOT NULL"
+        ),
+        12
+    );
+}
+
 // ---- logout, password, erasure ------------------------------------------
 
 #[test]
@@ -419,9 +547,10 @@ fn logout_with_a_refresh_token_ends_that_family_only() {
         .send()
         .ok();
     refresh(&db, &user.refresh).expect(401, "UNAUTHORIZED");
-    refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok();
+    let (other_access, _) =
+        pair(refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok());
     db.post("/api/auth/logout", &json!({"refresh_token": "not-a-token"}))
-        .token(&user.token)
+        .token(&other_access)
         .send()
         .expect(400, "VALIDATION_ERROR");
 }

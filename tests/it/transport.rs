@@ -345,7 +345,7 @@ fn migrate_on_an_empty_database_prints_each_migration() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("applying 0001_initial"), "{stdout}");
-    assert!(stdout.contains("applying 0002_auth_failures"), "{stdout}");
+    assert!(stdout.contains("applying 0002_v2_security"), "{stdout}");
     assert!(stdout.contains("2 migration(s) applied"), "{stdout}");
     db.get("/api/health").send().ok();
 }

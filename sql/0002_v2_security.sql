@@ -1,3 +1,5 @@
+-- The v2 rules of the contract that need schema.
+
 -- Wrong passwords, counted against the account they name (contract
 -- section 2, v2 guessing limits): 10 per account per client address in 15
 -- minutes, 100 per account in an hour. One row per failure, so the
@@ -18,3 +20,9 @@ CREATE TABLE auth_failures (
     KEY by_account_address (account, address, failed_at),
     KEY by_time (failed_at)
 ) ENGINE=InnoDB;
+
+-- Refresh rotation (contract section 2, v2): the token a spent one was
+-- rotated into, so a spent token presented again within the grace period
+-- is rotated once more only while that successor is unused; a captured
+-- token replayed after the owner moved on revokes the family instead.
+ALTER TABLE refresh_tokens ADD COLUMN successor_hash BINARY(32) NULL AFTER spent_at;
