@@ -503,3 +503,28 @@ fn a_panic_is_a_500_in_the_envelope_that_says_nothing_of_it() {
         response.stderr
     );
 }
+
+/// Contract section 7 (v2): the access token is verified before a body is
+/// parsed, so a body of a million empty arrays without a token costs the
+/// server no more memory than any other body of its size.
+#[test]
+fn an_unauthenticated_body_is_never_parsed() {
+    let db = TestDb::new();
+    let arrays = format!("{{\"metrics\":[{}[]]}}", "[],".repeat(1_000_000));
+    let filler = format!("{{\"metrics\":\"{}\"}}", "x".repeat(arrays.len() - 15));
+    assert!(arrays.len() < 5 * 1024 * 1024);
+    let measure = |body: &str| {
+        let (response, peak_kib) = db
+            .request("POST", "/api/health-metrics/sync")
+            .raw("application/json", body.as_bytes().to_vec())
+            .send_measured();
+        response.expect(401, "UNAUTHORIZED");
+        peak_kib
+    };
+    let (arrays_kib, filler_kib) = (measure(&arrays), measure(&filler));
+    // Parsed, the arrays alone would take tens of MiB.
+    assert!(
+        arrays_kib < filler_kib + 4096,
+        "a million arrays: {arrays_kib} KiB; as many bytes of a string: {filler_kib} KiB"
+    );
+}
