@@ -244,8 +244,13 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
     let family_id = uuid::Uuid::new_v4().to_string();
     let pair = issue_for(env, &user, user.token_version, &family_id)?;
     db::transaction(db, |tx, _attempt| {
+        // Under the user's row, shared: a login racing the account's
+        // erasure either lands before it (and is erased with it) or finds
+        // no account, never leaving a token of an erased user behind.
+        users::find_by_id(tx, &user.id, None, Lock::Share)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_expired(tx, &user.id, now)?;
-        store_refresh(tx, &user.id, &family_id, &pair, now)
+        Ok::<(), ApiError>(store_refresh(tx, &user.id, &family_id, &pair, now)?)
     })?;
     let mut data = token_data(&pair);
     data.insert(

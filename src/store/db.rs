@@ -42,6 +42,7 @@ pub const ER_DUP_ENTRY: u16 = 1062;
 /// Server errors about the statement or its data, not the server's state.
 const NEVER_BETTER_ON_RETRY: &[u16] = &[
     1048, // column cannot be null
+    1052, // ambiguous column
     1054, // unknown column
     1062, // duplicate entry
     1064, // syntax

@@ -552,6 +552,9 @@ pub fn push_touch_last_sync(
 
 /// Records a device's last sync (`X-Device-Id`). Unchanged position and a
 /// recent time leave the row as it is, so a repeated pull writes nothing.
+/// Inserted only while the user exists, read under a shared lock: a pull
+/// that races `DELETE /account` waits for the erasure and then writes
+/// nothing, instead of leaving a row of an erased user behind.
 pub fn push_record_device(
     packet: &mut Packet,
     user_id: &str,
@@ -560,17 +563,18 @@ pub fn push_record_device(
     sync_token: u64,
 ) -> Result<Slot, StoreError> {
     packet.push(
-        r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token) VALUES (?, ?, ?, ?)
+        r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token)
+          SELECT id, ?, ?, ? FROM users WHERE id = ? LOCK IN SHARE MODE
           ON DUPLICATE KEY UPDATE
-            last_sync_at = IF(last_sync_token <> VALUES(last_sync_token)
-                              OR last_sync_at < VALUES(last_sync_at) - INTERVAL 60 SECOND,
-                              VALUES(last_sync_at), last_sync_at),
+            last_sync_at = IF(sync_status.last_sync_token <> VALUES(last_sync_token)
+                              OR sync_status.last_sync_at < VALUES(last_sync_at) - INTERVAL 60 SECOND,
+                              VALUES(last_sync_at), sync_status.last_sync_at),
             last_sync_token = VALUES(last_sync_token)",
         &[
-            Value::from(user_id),
             Value::from(device_id),
             clock::to_sql(now),
             Value::from(sync_token),
+            Value::from(user_id),
         ],
     )
 }

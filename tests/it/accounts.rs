@@ -528,6 +528,74 @@ fn a_logout_racing_a_refresh_leaves_no_working_token_in_the_family() {
     );
 }
 
+/// Contract section 7 (v2): erasure wins every race. Pulls that record a
+/// device and a login that stores a refresh token, sent at the moment of
+/// `DELETE /account`, leave no row of the erased user behind.
+#[test]
+fn an_erasure_racing_pulls_and_a_login_leaves_nothing_behind() {
+    let db = TestDb::new();
+    for round in 0..6 {
+        let user = register(&db, &format!("erased{round}@example.com"));
+        let erased = std::thread::scope(|scope| {
+            let pulls: Vec<_> = (0..3)
+                .map(|device| {
+                    let (db, token) = (&db, &user.token);
+                    scope.spawn(move || {
+                        db.get("/api/meals")
+                            .token(token)
+                            .var("HTTP_X_DEVICE_ID", format!("phone-{device}"))
+                            .send()
+                    })
+                })
+                .collect();
+            let login = scope.spawn(|| {
+                db.post(
+                    "/api/auth/login",
+                    &json!({"email": user.email, "password": user.password}),
+                )
+                .send()
+                .status
+            });
+            let erase = scope.spawn(|| {
+                db.request("DELETE", "/api/account")
+                    .json(&json!({"password": user.password}))
+                    .token(&user.token)
+                    .send()
+                    .status
+            });
+            for pull in pulls {
+                let Ok(pull) = pull.join() else {
+                    panic!("round {round}: a pull thread panicked")
+                };
+                assert!(
+                    matches!(pull.status, 200 | 401),
+                    "round {round}: pull answered {}: {}",
+                    pull.status,
+                    pull.stderr
+                );
+            }
+            let login = login.join().unwrap_or(0);
+            assert!(
+                matches!(login, 200 | 401),
+                "round {round}: login answered {login}"
+            );
+            erase.join().unwrap_or(0)
+        });
+        assert_eq!(erased, 200, "round {round}");
+        for table in ["users", "sync_status", "refresh_tokens"] {
+            let column = if table == "users" { "id" } else { "user_id" };
+            assert_eq!(
+                db.count(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE {column} = '{}'",
+                    user.id
+                )),
+                0,
+                "round {round}: {table} kept a row of the erased user"
+            );
+        }
+    }
+}
+
 // ---- logout, password, erasure ------------------------------------------
 
 #[test]
