@@ -26,3 +26,7 @@ CREATE TABLE auth_failures (
 -- is rotated once more only while that successor is unused; a captured
 -- token replayed after the owner moved on revokes the family instead.
 ALTER TABLE refresh_tokens ADD COLUMN successor_hash BINARY(32) NULL AFTER spent_at;
+
+-- Ended rate-limit windows are swept by range, not by a scan of the whole
+-- table under its lock (MEMORY tables lock whole).
+ALTER TABLE rate_limits ADD KEY rate_limits_window (window_start) USING BTREE;

@@ -74,7 +74,20 @@ pub fn check(
 ) -> Result<RateLimitState, ApiError> {
     let window = window(now_secs);
     let hits = ratelimit::hit(db, bucket, window.start);
+    if let Err(error) = &hits {
+        relieve(db, error, now_secs);
+    }
     judge(db, hits, limit, window)
+}
+
+/// After a failed count: when the counter table is full (a MEMORY table
+/// has a fixed size), deletes the ended windows' counters. The request
+/// that met the full table is still refused; the next one counts.
+pub fn relieve(db: &mut Db, error: &StoreError, now_secs: i64) {
+    if error.code == Some(ratelimit::ER_TABLE_FULL) {
+        // Best effort: if this fails too, the next full table tries again.
+        let _ = ratelimit::delete_expired(db, window(now_secs).start);
+    }
 }
 
 /// Whatever went wrong writing a counter, the request is refused: a limit

@@ -8,7 +8,7 @@ use crate::auth::{ratelimit, tokens};
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::http::Request;
-use crate::store::db::{Db, Packet, Sets, Slot};
+use crate::store::db::{Db, Packet, Sets, Slot, StoreError};
 use crate::store::ratelimit as counters;
 use crate::store::users::{self, Lock, User};
 
@@ -57,6 +57,15 @@ pub fn push_open(
         window,
         limit: env.config.rate_limit_per_minute,
     })
+}
+
+/// Runs a packet that carries an opening. A rate-limit table too full to
+/// take a new counter fails the request closed, and sweeps the ended
+/// windows, so the next request counts again: a full table refuses
+/// requests for no longer than a window.
+pub fn run_opening(db: &mut Db, env: &Env, packet: Packet) -> Result<Sets, StoreError> {
+    db.run(packet)
+        .inspect_err(|error| ratelimit::relieve(db, error, env.now_secs()))
 }
 
 /// Reads the opening's results: 401 for a missing user or a revoked
@@ -109,7 +118,7 @@ pub fn open<'c, 'a>(
     let mut packet = Packet::new();
     let opening = push_open(&mut packet, &ctx.env, &claims, Lock::None, true)?;
     let (db, env) = ctx.db()?;
-    let mut sets = db.run(packet)?;
+    let mut sets = run_opening(db, env, packet)?;
     let user = finish_open(db, &mut sets, opening, &claims, seen)?;
     Ok(Opened {
         db,

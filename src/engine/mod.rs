@@ -107,7 +107,7 @@ pub fn sync(
                 )?);
             }
         }
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         let device = device.clone()?;
@@ -264,7 +264,7 @@ pub fn pull(
                 page_slot,
             )
         };
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         device.clone()?;

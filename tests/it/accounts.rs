@@ -1016,6 +1016,40 @@ fn a_counter_that_cannot_be_written_fails_the_request_closed() {
     assert!(response.header("Retry-After").is_some());
 }
 
+/// Contract section 7 (v2): a full counter table fails requests closed,
+/// but only until the ended windows are swept, which the failure itself
+/// triggers; it never stays full past a window.
+#[test]
+fn a_full_counter_table_refuses_one_request_then_counts_again() {
+    use mysql::prelude::Queryable;
+    let db = TestDb::new();
+    let user = register(&db, "full@example.com");
+    let mut conn = db.conn();
+    // A table of 16 KiB: a hundred or so counters.
+    conn.query_drop("SET SESSION max_heap_table_size = 16384")
+        .and_then(|()| conn.query_drop("ALTER TABLE rate_limits ENGINE=MEMORY"))
+        .unwrap_or_else(|e| panic!("shrink rate_limits: {e}"));
+    let mut stored = 0;
+    while conn
+        .exec_drop(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, 0, 1)",
+            (format!("a:ended-{stored}"),),
+        )
+        .is_ok()
+    {
+        stored += 1;
+        assert!(stored < 100_000, "the table never filled");
+    }
+    let response = db.get("/api/meals").token(&user.token).send();
+    response.expect(503, "SERVICE_UNAVAILABLE");
+    assert!(response.header("Retry-After").is_some());
+    db.get("/api/meals").token(&user.token).send().ok();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM rate_limits WHERE window_start = 0"),
+        0
+    );
+}
+
 #[test]
 #[ignore = "slow: waits up to 15 s for the start of a rate-limit window (deploy/test runs it)"]
 fn ended_rate_limit_windows_are_deleted_without_a_cron_job() {
