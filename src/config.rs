@@ -33,6 +33,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_BATCH",
     "MAX_RECORD_BYTES",
+    "MAX_PAGE_BYTES",
     "RATE_LIMIT_PER_MINUTE",
     "AUTH_RATE_LIMIT_PER_MINUTE",
     "TOMBSTONE_DAYS",
@@ -66,6 +67,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_batch: usize,
     pub max_record_bytes: usize,
+    /// A page of records stops before the record that would carry its
+    /// compact JSON past this (contract section 5, v2).
+    pub max_page_bytes: usize,
     pub rate_limit_per_minute: u32,
     pub auth_rate_limit_per_minute: u32,
     pub tombstone_days: u32,
@@ -136,6 +140,7 @@ struct RawConfig {
     max_body_bytes: Option<u64>,
     max_batch: Option<usize>,
     max_record_bytes: Option<usize>,
+    max_page_bytes: Option<usize>,
     rate_limit_per_minute: Option<u32>,
     auth_rate_limit_per_minute: Option<u32>,
     tombstone_days: Option<u32>,
@@ -269,6 +274,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
     let max_body_bytes = positive("MAX_BODY_BYTES", raw.max_body_bytes, 5 * 1024 * 1024)?;
     let max_batch = positive("MAX_BATCH", raw.max_batch, 1000)?;
     let max_record_bytes = positive("MAX_RECORD_BYTES", raw.max_record_bytes, 64 * 1024)?;
+    let max_page_bytes = positive("MAX_PAGE_BYTES", raw.max_page_bytes, 4 * 1024 * 1024)?;
     let rate_limit_per_minute = positive("RATE_LIMIT_PER_MINUTE", raw.rate_limit_per_minute, 100)?;
     let auth_rate_limit_per_minute = positive(
         "AUTH_RATE_LIMIT_PER_MINUTE",
@@ -318,6 +324,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         max_body_bytes,
         max_batch,
         max_record_bytes,
+        max_page_bytes,
         rate_limit_per_minute,
         auth_rate_limit_per_minute,
         tombstone_days,
@@ -519,6 +526,7 @@ mod tests {
         assert_eq!(config.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(config.max_batch, 1000);
         assert_eq!(config.max_record_bytes, 64 * 1024);
+        assert_eq!(config.max_page_bytes, 4 * 1024 * 1024);
         assert_eq!(config.rate_limit_per_minute, 100);
         assert_eq!(config.auth_rate_limit_per_minute, 10);
         assert_eq!(config.tombstone_days, 180);

@@ -139,8 +139,13 @@ pub fn sync(
                     records::read_page_entries(&mut sets, slot, &Entity::ALL, page.limit)?;
                 let cursor = page.cursor.unwrap_or(Cursor::AfterVersion(0));
                 let rows = records::page_rows(db, &user.id, cursor, &entries)?;
-                let end = entries.last().map(|entry| entry.version);
-                (without_written(rows, &merged), has_more, end)
+                let rows = without_written(rows, &merged);
+                let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+                let end = match cut {
+                    true => rows.last().map(|row| row.version),
+                    false => entries.last().map(|entry| entry.version),
+                };
+                (rows, has_more || cut, end)
             }
             _ => (Vec::new(), false, None),
         };
@@ -276,6 +281,8 @@ pub fn pull(
             Some(slot) => records::read_changes_of(&mut sets, slot, entity, ask.limit)?,
             None => (Vec::new(), false),
         };
+        let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+        let has_more = has_more || cut;
         Ok((user, rows, has_more))
     };
     let (user, rows, has_more) = if locked {

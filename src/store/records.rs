@@ -368,6 +368,23 @@ pub fn read_changes_of(
     Ok(at_most(rows, limit))
 }
 
+/// A page's rows up to `max_bytes` of compact JSON (contract section 5,
+/// v2): at least one record, then none that would carry the total past
+/// the limit. True when records were left out.
+pub fn within_page_bytes(mut rows: Vec<Pulled>, max_bytes: usize) -> (Vec<Pulled>, bool) {
+    let mut total = 0usize;
+    let fits = rows
+        .iter()
+        .position(|row| {
+            total = total.saturating_add(crate::sync::compact_len(row));
+            total > max_bytes
+        })
+        .map_or(rows.len(), |first_over| first_over.max(1));
+    let cut = fits < rows.len();
+    rows.truncate(fits);
+    (rows, cut)
+}
+
 /// A page asked for with one row more than `limit`: that row only says
 /// whether more remain.
 fn at_most<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {

@@ -951,3 +951,86 @@ fn large_side_effect_unions_stay_fast_and_within_the_record_limit() {
     let overflowed = resolutions.iter().filter(|r| *r == "client_wins").count();
     assert!((1..=3).contains(&overflowed), "{resolutions:?}");
 }
+
+/// Contract section 5 (v2): a page ends early by size. It holds at least
+/// one record and, after the first, none that would carry its compact
+/// JSON past `MAX_PAGE_BYTES`; paging on by the token (pull or bulk)
+/// misses nothing and repeats nothing.
+#[test]
+fn pages_end_early_by_size_and_paging_on_misses_nothing() {
+    let mut db = TestDb::new();
+    db.set("MAX_PAGE_BYTES", "3000");
+    let user = register(&db, "pages@example.com");
+    let records: Vec<Value> = (1..=10)
+        .map(|n| {
+            let size = if n == 5 { 5000 } else { 900 };
+            rec(&id(n), json!({"note": "x".repeat(size)}), T1)
+        })
+        .collect();
+    push(&db, &user, "meals", "meals", json!(records)).ok();
+    let everything: Vec<String> = (1..=10).map(id).collect();
+    let check_page = |list: &[Value]| {
+        assert!(!list.is_empty(), "a page holds at least one record");
+        let size: usize = list.iter().map(|r| r.to_string().len()).sum();
+        assert!(
+            list.len() == 1 || size <= 3000,
+            "{} records, {size} bytes",
+            list.len()
+        );
+    };
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = pull(
+            &db,
+            &user,
+            "meals",
+            &format!("sync_token={token}&limit=100"),
+        )
+        .ok()
+        .clone();
+        let list = page["meals"].as_array().cloned().unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["next_sync_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+    assert!(pages >= 4, "{pages} pages");
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = db
+            .post("/api/sync/bulk", &json!({ "sync_token": token }))
+            .token(&user.token)
+            .send()
+            .ok()
+            .clone();
+        let list = page["meals"]["server_updates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["sync_token"].as_str().unwrap_or_default().to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+}
