@@ -326,7 +326,13 @@ impl Resolver for PinnedResolver {
                 return Ok(addresses);
             }
         }
-        self.default.resolve(uri, config, timeout)
+        // A lookup failure comes back as a bare I/O error; named as such.
+        self.default
+            .resolve(uri, config, timeout)
+            .map_err(|error| match error {
+                ureq::Error::Io(_) => ureq::Error::HostNotFound,
+                other => other,
+            })
     }
 }
 
@@ -382,9 +388,16 @@ mod tls {
             _ => None,
         };
         match rustls_error {
-            Some(rustls::Error::InvalidCertificate(why)) => Some(format!(
-                "the server's certificate is not trusted ({why:?}); for a private CA pass --ca FILE"
-            )),
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+                Some(
+                    "the server's certificate is not signed by a trusted CA \
+                     (for a private CA pass --ca FILE)"
+                        .into(),
+                )
+            }
+            Some(rustls::Error::InvalidCertificate(why)) => {
+                Some(format!("the server's certificate is refused: {why}"))
+            }
             Some(other) => Some(other.to_string()),
             None => match error {
                 ureq::Error::Tls(message) => Some((*message).to_owned()),

@@ -105,7 +105,16 @@ pub fn send(client: &Client, token: &str, filler: &[u8], size: u64) -> Result<Ve
                 "a {size}-byte body that is not JSON was accepted (HTTP {})",
                 answer.status
             )),
-            Err(page) => Ok(Verdict::Refused(page)),
+            Err(_) => Ok(Verdict::Refused(format!(
+                "the host answers HTTP {}{}",
+                answer.status,
+                answer
+                    .content_type
+                    .as_deref()
+                    .and_then(|value| value.split(';').next())
+                    .map(|value| format!(", {value}"))
+                    .unwrap_or_default()
+            ))),
         },
     }
 }

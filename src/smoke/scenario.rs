@@ -724,8 +724,8 @@ impl Run<'_, '_> {
         match found.refused {
             Some((refused, how)) if cap < max_body_bytes => Err(format!(
                 "{cap} bytes reach the binary, {refused} do not ({how}); /health advertises \
-                 max_body_bytes={max_body_bytes}: set MAX_BODY_BYTES={cap} so devices never send \
-                 what the host refuses (or raise the host's limit, e.g. FcgidMaxRequestLen)"
+                 max_body_bytes={max_body_bytes}: set MAX_BODY_BYTES={cap} (or raise the host's \
+                 limit, e.g. FcgidMaxRequestLen)"
             )),
             Some((refused, _)) => Ok((
                 cap,
