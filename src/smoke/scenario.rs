@@ -769,10 +769,10 @@ impl Run<'_, '_> {
     }
 
     fn erase_account(&mut self) -> Result<String, String> {
-        if self.account.access.is_none() || self.account.existence == Existence::Unknown {
-            if !self.log_in()? {
-                return Ok("nothing to erase: the account was never created".into());
-            }
+        let token_unknown =
+            self.account.access.is_none() || self.account.existence == Existence::Unknown;
+        if token_unknown && !self.log_in()? {
+            return Ok("nothing to erase: the account was never created".into());
         }
         let body = serde_json::to_vec(&json!({"password": self.account.password}))
             .map_err(|e| e.to_string())?;
