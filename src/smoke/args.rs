@@ -26,8 +26,10 @@ conflict of each resolution (server_wins, client_wins, merged, kept_both)
 and checks each result against the contract, runs a bulk, refreshes its
 token, exports, measures the largest request body that reaches the binary,
 then erases the account. The account is erased even when a step failed;
-when it cannot be, the output says so and names it. About 50 requests in
-all: 2 on /auth/*, the rest well under the per-user limit.
+when it cannot be, the output says so and names it. It contacts only the
+URL's host (or the --resolve address): no proxy, no redirect followed. At
+most 46 requests: 2 on /auth/* (more only to log in for the erase after a
+lost answer), at most 43 on the routes limited per user.
 
 Options:
   --ca FILE                 also trust the CA certificates in FILE (PEM), beside

@@ -231,6 +231,18 @@ impl Client {
         };
         let mut response = sent.map_err(|error| describe(&error, &url))?;
         let status = response.status().as_u16();
+        // Redirects are not followed: they could lead to a host the user
+        // did not name, and the API never sends one.
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("nowhere");
+            return Err(format!(
+                "{url} answers HTTP {status}, a redirect to {location}: give the API's own URL"
+            ));
+        }
         let content_type = response
             .headers()
             .get("content-type")

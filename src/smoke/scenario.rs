@@ -738,7 +738,7 @@ impl Run<'_, '_> {
                 cap,
                 format!(
                     "{cap} bytes reach the binary ({probes} probes; not probed beyond \
-                     --body-probe-max); /health advertises {max_body_bytes}"
+                     {ceiling}); /health advertises {max_body_bytes}"
                 ),
             )),
             None => Ok((
