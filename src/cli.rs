@@ -138,13 +138,23 @@ fn run_check() -> ExitCode {
     };
 
     match std::env::var_os(ENV_FILE_VARIABLE) {
-        None => report(
-            "warn",
-            format!(
-                "{ENV_FILE_VARIABLE} is not set: configuration comes from the environment only"
-            ),
-        ),
         Some(path) => check_env_file(std::path::Path::new(&path), &mut report),
+        None => match EnvFileCache::default().default_path() {
+            Some(path) => {
+                report(
+                    "ok",
+                    format!("{ENV_FILE_VARIABLE} is not set: reading {path}, the default"),
+                );
+                check_env_file(std::path::Path::new(&path), &mut report);
+            }
+            None => report(
+                "warn",
+                format!(
+                    "{ENV_FILE_VARIABLE} is not set and there is no ~/{}: configuration comes from the environment only",
+                    config::DEFAULT_ENV_FILE_NAME
+                ),
+            ),
+        },
     }
 
     let config = match load_config() {
