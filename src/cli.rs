@@ -404,6 +404,7 @@ mod tests {
             pass: String::new(),
             socket: socket.map(str::to_owned),
             tls,
+            tls_ca: None,
         }
     }
 
