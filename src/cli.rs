@@ -101,8 +101,11 @@ fn run_migrate() -> ExitCode {
         Ok(conn) => conn,
         Err(error) => {
             eprintln!(
-                "healthsync migrate: cannot reach MySQL at {}:{} ({})",
-                config.db.host, config.db.port, error.cause
+                "healthsync migrate: cannot reach MySQL at {}:{} ({}){}",
+                config.db.host,
+                config.db.port,
+                error.cause,
+                connect_hint(&config.db, &error)
             );
             return ExitCode::from(1);
         }
@@ -124,6 +127,30 @@ fn run_migrate() -> ExitCode {
             eprintln!("healthsync migrate: {problem}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// What a failed connect most likely means, when the error says more than
+/// its text does: a server that takes only TLS refuses a plain login as
+/// "access denied" (a user created `REQUIRE SSL`) or "secure transport
+/// required"; a certificate it cannot verify is a TLS error.
+fn connect_hint(db: &config::DbConfig, error: &db::StoreError) -> String {
+    const ACCESS_DENIED: u16 = 1045;
+    const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+    let cause = error.cause.to_ascii_lowercase();
+    match (db.tls, error.code) {
+        (false, Some(SECURE_TRANSPORT_REQUIRED)) => {
+            "; the server accepts only TLS connections: set DB_TLS=true".into()
+        }
+        (false, Some(ACCESS_DENIED)) => {
+            "; if the password is right, the server may accept this user only over TLS (REQUIRE SSL): set DB_TLS=true"
+                .into()
+        }
+        (true, _) if cause.contains("certificate") || cause.contains("tls") => {
+            "; the server's TLS certificate was not accepted: if it is signed by a private CA, set DB_TLS_CA to that CA's PEM file (DB_HOST must be a name or address the certificate lists)"
+                .into()
+        }
+        _ => String::new(),
     }
 }
 
@@ -202,11 +229,12 @@ fn run_check() -> ExitCode {
         Err(error) => report(
             "FAIL",
             format!(
-                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME",
+                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME{}",
                 config.db.host,
                 config.db.port,
                 config.db.user,
-                error.cause
+                error.cause,
+                connect_hint(&config.db, &error)
             ),
         ),
         Ok(mut conn) => {
@@ -355,7 +383,11 @@ fn run_purge() -> ExitCode {
     let mut conn = match db::connect(&config.db) {
         Ok(conn) => conn,
         Err(error) => {
-            eprintln!("healthsync purge: cannot reach MySQL ({})", error.cause);
+            eprintln!(
+                "healthsync purge: cannot reach MySQL ({}){}",
+                error.cause,
+                connect_hint(&config.db, &error)
+            );
             return ExitCode::from(1);
         }
     };

@@ -194,8 +194,16 @@ pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
         builder = with_tls(builder, config.tls_ca.as_deref());
     }
     let started = Instant::now();
-    let conn = Conn::new(builder)
-        .map_err(|error| StoreError::unavailable(format!("mysql connect: {error}")))?;
+    // Any failure to connect is an outage to the client; the server's code
+    // stays for the operator's hints (`healthsync check`).
+    let conn = Conn::new(builder).map_err(|error| StoreError {
+        kind: StoreErrorKind::Unavailable,
+        code: match &error {
+            mysql::Error::MySqlError(e) => Some(e.code),
+            _ => None,
+        },
+        cause: format!("mysql connect: {error}"),
+    })?;
     Ok(Db {
         conn,
         spent: started.elapsed(),

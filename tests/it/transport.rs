@@ -382,6 +382,14 @@ fn check_passes_on_a_good_setup_and_names_what_is_wrong_otherwise() {
         .set("DB_PORT", "1");
     let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
     assert!(stdout.contains("cannot reach MySQL"), "{stdout}");
+
+    // A refused login over plain TCP names TLS as a possible cause.
+    db.set("DB_PORT", "3306").set("DB_PASS", "not the password");
+    let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
+    assert!(
+        stdout.contains("Access denied") && stdout.contains("DB_TLS=true"),
+        "{stdout}"
+    );
 }
 
 #[test]
