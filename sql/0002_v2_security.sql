@@ -30,3 +30,25 @@ ALTER TABLE refresh_tokens ADD COLUMN successor_hash BINARY(32) NULL AFTER spent
 -- Ended rate-limit windows are swept by range, not by a scan of the whole
 -- table under its lock (MEMORY tables lock whole).
 ALTER TABLE rate_limits ADD KEY rate_limits_window (window_start) USING BTREE;
+
+-- Quotas (contract section 7, v2): each user's rows over the five entities
+-- (tombstones included) and the bytes of their data, kept exact by every
+-- transaction that writes or purges records, so no request counts them.
+-- Filled here from the rows (on MySQL, whose JSON type prints with spaces,
+-- LENGTH slightly overstates what was stored; the counts stay exact).
+ALTER TABLE users
+    ADD COLUMN record_count BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    ADD COLUMN data_bytes   BIGINT UNSIGNED NOT NULL DEFAULT 0;
+UPDATE users SET
+    record_count =
+        (SELECT COUNT(*) FROM health_metrics WHERE user_id = users.id)
+      + (SELECT COUNT(*) FROM medications WHERE user_id = users.id)
+      + (SELECT COUNT(*) FROM meals WHERE user_id = users.id)
+      + (SELECT COUNT(*) FROM exercises WHERE user_id = users.id)
+      + (SELECT COUNT(*) FROM meal_plans WHERE user_id = users.id),
+    data_bytes =
+        (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM health_metrics WHERE user_id = users.id)
+      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM medications WHERE user_id = users.id)
+      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM meals WHERE user_id = users.id)
+      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM exercises WHERE user_id = users.id)
+      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM meal_plans WHERE user_id = users.id);

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::guessing::Account;
 use crate::auth::{password, session};
+use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -17,7 +18,8 @@ use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{self, Lock, User};
 use crate::sync::Entity;
 
-fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
+fn account_json(db: &mut Db, config: &Config, user: &User) -> Result<Value, ApiError> {
+    let (max_records, max_data_bytes) = (config.max_records_per_user, config.max_user_data_bytes);
     let mut counts = Map::new();
     for (entity, _total, live, _max) in records::counts(db, &user.id)? {
         counts.insert(entity.bulk_key().into(), json!(live));
@@ -32,6 +34,12 @@ fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
         "last_sync_at": user.last_sync_at.map(clock::to_rfc3339),
         "counts": counts,
         "devices": devices,
+        "usage": {
+            "records": user.record_count,
+            "data_bytes": user.data_bytes,
+            "max_records": max_records,
+            "max_data_bytes": max_data_bytes,
+        },
     }))
 }
 
@@ -54,7 +62,10 @@ pub fn get_account(
 ) -> Result<Response, ApiError> {
     let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
-    Ok(ok(200, &account_json(opened.db, &opened.user)?))
+    Ok(ok(
+        200,
+        &account_json(opened.db, opened.env.config, &opened.user)?,
+    ))
 }
 
 pub fn patch_account(
@@ -79,7 +90,7 @@ pub fn patch_account(
         users::update_profile(tx, user_id, name.as_deref(), sync_enabled, now)?;
         session::load_user(tx, claims, Lock::None)
     })?;
-    Ok(ok(200, &account_json(opened.db, &user)?))
+    Ok(ok(200, &account_json(opened.db, opened.env.config, &user)?))
 }
 
 pub fn delete_account(

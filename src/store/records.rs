@@ -538,19 +538,29 @@ pub fn counts(db: &mut Db, user_id: &str) -> Result<Vec<(Entity, u64, u64, u64)>
 }
 
 /// Advances the user's change counter and receive clock after a write.
+/// The user's row after a write: position, times, and the quota counts.
+pub struct Advance {
+    pub change_counter: u64,
+    pub last_write_at: i64,
+    pub last_sync_at: i64,
+    pub record_count: u64,
+    pub data_bytes: u64,
+}
+
 pub fn push_advance_user(
     packet: &mut Packet,
     user_id: &str,
-    change_counter: u64,
-    last_write_at: i64,
-    last_sync_at: i64,
+    advance: &Advance,
 ) -> Result<Slot, StoreError> {
     packet.push(
-        "UPDATE users SET change_counter = ?, last_write_at = ?, last_sync_at = ? WHERE id = ?",
+        "UPDATE users SET change_counter = ?, last_write_at = ?, last_sync_at = ?, \
+         record_count = ?, data_bytes = ? WHERE id = ?",
         &[
-            Value::from(change_counter),
-            clock::to_sql(last_write_at),
-            clock::to_sql(last_sync_at),
+            Value::from(advance.change_counter),
+            clock::to_sql(advance.last_write_at),
+            clock::to_sql(advance.last_sync_at),
+            Value::from(advance.record_count),
+            Value::from(advance.data_bytes),
             Value::from(user_id),
         ],
     )

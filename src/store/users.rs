@@ -21,13 +21,19 @@ pub struct User {
     pub last_sync_at: Option<i64>,
     pub purged_version: u64,
     pub purged_before: Option<i64>,
+    /// Rows the user holds over all five entities, tombstones included,
+    /// and the bytes of their `data` as compact JSON: kept exact by every
+    /// transaction that writes or purges records (the quotas).
+    pub record_count: u64,
+    pub data_bytes: u64,
     /// The login the request's token names has been revoked (its refresh
     /// family): read with the user, only when a login was named.
     pub login_revoked: bool,
 }
 
 const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabled, \
-     change_counter, last_write_at, last_sync_at, purged_version, purged_before";
+     change_counter, last_write_at, last_sync_at, purged_version, purged_before, \
+     record_count, data_bytes";
 
 fn from_row(mut row: Row) -> Result<User, StoreError> {
     let take_string = |row: &mut Row, index: usize| -> Result<String, StoreError> {
@@ -57,7 +63,9 @@ fn from_row(mut row: Row) -> Result<User, StoreError> {
         last_sync_at: take_time(&mut row, 8),
         purged_version: take_u64(&mut row, 9)?,
         purged_before: take_time(&mut row, 10),
-        login_revoked: row.take_opt::<u64, _>(11).and_then(Result::ok).unwrap_or(0) != 0,
+        record_count: take_u64(&mut row, 11)?,
+        data_bytes: take_u64(&mut row, 12)?,
+        login_revoked: row.take_opt::<u64, _>(13).and_then(Result::ok).unwrap_or(0) != 0,
     })
 }
 

@@ -176,12 +176,19 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
     let test = TestDb::new();
     let mut db = test.connect();
     let user = new_user(&mut db);
+    let advance = || records::Advance {
+        change_counter: 7,
+        last_write_at: 1_700_000_000_000,
+        last_sync_at: 1_700_000_000_000,
+        record_count: 0,
+        data_bytes: 0,
+    };
 
     // A statement that fails ends the packet: the transaction rolls back
     // with the write before it.
     let result = db::transaction(&mut db, |db, _attempt| {
         let mut packet = Packet::new();
-        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        records::push_advance_user(&mut packet, &user, &advance())?;
         packet.push("SELECT no_such_column FROM users", &[])?;
         packet.commit();
         db.run(packet).map(|_| ())
@@ -193,7 +200,7 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
 
     let result = db::transaction(&mut db, |db, _attempt| {
         let mut packet = Packet::new();
-        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        records::push_advance_user(&mut packet, &user, &advance())?;
         packet.commit();
         db.run(packet).map(|_| ())
     });
