@@ -1,11 +1,13 @@
 //! The command line of the same binary: `migrate`, `check`, `purge`,
-//! `--version`. No request handling here; each command reads the same
+//! `smoke`, `--version`. No request handling here; each command but
+//! `smoke` (a client of a deployed API, `smoke/`) reads the same
 //! configuration a request would (environment, then `HEALTHSYNC_ENV_FILE`).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::config::{self, Config, EnvFileCache, ENV_FILE_VARIABLE};
+use crate::config::{self, Config, DbConfig, EnvFileCache, ENV_FILE_VARIABLE};
+use crate::smoke;
 use crate::store::{clock, db, health, migrate, purge};
 
 const USAGE: &str = "\
@@ -15,6 +17,8 @@ Usage:
   healthsync migrate     apply pending schema migrations (prints each one)
   healthsync check       check configuration, database, schema and secrets
   healthsync purge       delete tombstones older than TOMBSTONE_DAYS
+  healthsync smoke URL   prove a deployed API works, leaving nothing behind
+                         (healthsync smoke --help says what it does and prints)
   healthsync --version   print the version
 
 Configuration comes from the environment, then from the .env file named by
@@ -48,10 +52,32 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         ["migrate"] => run_migrate(),
         ["check"] => run_check(),
         ["purge"] => run_purge(),
+        ["smoke", ..] => run_smoke(&args[1..]),
         [other, ..] => {
             eprintln!("healthsync: unknown command '{other}'\n\n{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `healthsync smoke`: exit 0 when every step matched the contract, 1
+/// when one did not or the API could not be reached, 2 on bad usage.
+fn run_smoke(args: &[String]) -> ExitCode {
+    let options = match smoke::args::parse(args) {
+        Ok(options) => options,
+        Err(smoke::Refusal::Help) => {
+            println!("{}", smoke::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(smoke::Refusal::Usage(problem)) => {
+            eprintln!("smoke: {problem} (see healthsync smoke --help)");
+            return ExitCode::from(2);
+        }
+    };
+    if smoke::run(&options, &mut |line| println!("{line}")) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -75,8 +101,11 @@ fn run_migrate() -> ExitCode {
         Ok(conn) => conn,
         Err(error) => {
             eprintln!(
-                "healthsync migrate: cannot reach MySQL at {}:{} ({})",
-                config.db.host, config.db.port, error.cause
+                "healthsync migrate: cannot reach MySQL at {}:{} ({}){}",
+                config.db.host,
+                config.db.port,
+                error.cause,
+                connect_hint(&config.db, &error)
             );
             return ExitCode::from(1);
         }
@@ -101,6 +130,30 @@ fn run_migrate() -> ExitCode {
     }
 }
 
+/// What a failed connect most likely means, when the error says more than
+/// its text does: a server that takes only TLS refuses a plain login as
+/// "access denied" (a user created `REQUIRE SSL`) or "secure transport
+/// required"; a certificate it cannot verify is a TLS error.
+fn connect_hint(db: &config::DbConfig, error: &db::StoreError) -> String {
+    const ACCESS_DENIED: u16 = 1045;
+    const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+    let cause = error.cause.to_ascii_lowercase();
+    match (db.tls, error.code) {
+        (false, Some(SECURE_TRANSPORT_REQUIRED)) => {
+            "; the server accepts only TLS connections: set DB_TLS=true".into()
+        }
+        (false, Some(ACCESS_DENIED)) => {
+            "; if the password is right, the server may accept this user only over TLS (REQUIRE SSL): set DB_TLS=true"
+                .into()
+        }
+        (true, _) if cause.contains("certificate") || cause.contains("tls") => {
+            "; the server's TLS certificate was not accepted: if it is signed by a private CA, set DB_TLS_CA to that CA's PEM file (DB_HOST must be a name or address the certificate lists)"
+                .into()
+        }
+        _ => String::new(),
+    }
+}
+
 /// Checks everything a deployment needs and says how to fix what is wrong.
 fn run_check() -> ExitCode {
     let mut failures = 0;
@@ -112,13 +165,23 @@ fn run_check() -> ExitCode {
     };
 
     match std::env::var_os(ENV_FILE_VARIABLE) {
-        None => report(
-            "warn",
-            format!(
-                "{ENV_FILE_VARIABLE} is not set: configuration comes from the environment only"
-            ),
-        ),
         Some(path) => check_env_file(std::path::Path::new(&path), &mut report),
+        None => match EnvFileCache::default().default_path() {
+            Some(path) => {
+                report(
+                    "ok",
+                    format!("{ENV_FILE_VARIABLE} is not set: reading {path}, the default"),
+                );
+                check_env_file(std::path::Path::new(&path), &mut report);
+            }
+            None => report(
+                "warn",
+                format!(
+                    "{ENV_FILE_VARIABLE} is not set and there is no ~/{}: configuration comes from the environment only",
+                    config::DEFAULT_ENV_FILE_NAME
+                ),
+            ),
+        },
     }
 
     let config = match load_config() {
@@ -158,15 +221,20 @@ fn run_check() -> ExitCode {
         );
     }
 
+    if let Some(warning) = cleartext_database_warning(&config.db) {
+        report("warn", warning);
+    }
+
     match db::connect(&config.db) {
         Err(error) => report(
             "FAIL",
             format!(
-                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME",
+                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME{}",
                 config.db.host,
                 config.db.port,
                 config.db.user,
-                error.cause
+                error.cause,
+                connect_hint(&config.db, &error)
             ),
         ),
         Ok(mut conn) => {
@@ -215,6 +283,29 @@ fn run_check() -> ExitCode {
         println!("\n{failures} problem(s) found");
         ExitCode::from(1)
     }
+}
+
+/// A warning when the database password and every query would cross a
+/// network in clear: TCP to a host that is not this machine, without TLS.
+fn cleartext_database_warning(db: &DbConfig) -> Option<String> {
+    if db.tls || db.socket.is_some() || is_loopback_host(&db.host) {
+        return None;
+    }
+    Some(format!(
+        "DB_HOST={} is not a loopback address and DB_TLS is off: the database password \
+         and every record cross the network in clear; set DB_TLS=true if the server \
+         offers TLS (`mysql -e \"show status like 'Ssl_cipher'\"`)",
+        db.host
+    ))
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) {
@@ -292,7 +383,11 @@ fn run_purge() -> ExitCode {
     let mut conn = match db::connect(&config.db) {
         Ok(conn) => conn,
         Err(error) => {
-            eprintln!("healthsync purge: cannot reach MySQL ({})", error.cause);
+            eprintln!(
+                "healthsync purge: cannot reach MySQL ({}){}",
+                error.cause,
+                connect_hint(&config.db, &error)
+            );
             return ExitCode::from(1);
         }
     };
@@ -325,5 +420,70 @@ fn run_purge() -> ExitCode {
             eprintln!("healthsync purge: {}", error.cause);
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(host: &str, tls: bool, socket: Option<&str>) -> DbConfig {
+        DbConfig {
+            host: host.into(),
+            port: 3306,
+            name: "healthsync".into(),
+            user: "healthsync".into(),
+            pass: String::new(),
+            socket: socket.map(str::to_owned),
+            tls,
+            tls_ca: None,
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_this_machine() {
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "10.0.0.5",
+            "mysql.example.com",
+            "128.0.0.1",
+            "::2",
+            "localhost.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_remote_database_without_tls_is_warned_about() {
+        let warning = cleartext_database_warning(&db("mysql.example.com", false, None));
+        assert!(warning
+            .is_some_and(|w| w.contains("DB_HOST=mysql.example.com") && w.contains("DB_TLS")));
+        assert_eq!(
+            cleartext_database_warning(&db("mysql.example.com", true, None)),
+            None
+        );
+        assert_eq!(
+            cleartext_database_warning(&db("127.0.0.1", false, None)),
+            None
+        );
+        assert_eq!(cleartext_database_warning(&db("::1", false, None)), None);
+        assert_eq!(
+            cleartext_database_warning(&db(
+                "db.example.com",
+                false,
+                Some("/run/mysqld/mysqld.sock")
+            )),
+            None
+        );
     }
 }

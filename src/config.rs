@@ -33,6 +33,9 @@ pub const VARIABLES: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_BATCH",
     "MAX_RECORD_BYTES",
+    "MAX_PAGE_BYTES",
+    "MAX_RECORDS_PER_USER",
+    "MAX_USER_DATA_BYTES",
     "RATE_LIMIT_PER_MINUTE",
     "AUTH_RATE_LIMIT_PER_MINUTE",
     "TOMBSTONE_DAYS",
@@ -66,6 +69,13 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_batch: usize,
     pub max_record_bytes: usize,
+    /// A page of records stops before the record that would carry its
+    /// compact JSON past this (contract section 5, v2).
+    pub max_page_bytes: usize,
+    /// Quotas (contract section 7, v2): rows over all five entities,
+    /// tombstones included, and bytes of stored `data` as compact JSON.
+    pub max_records_per_user: u64,
+    pub max_user_data_bytes: u64,
     pub rate_limit_per_minute: u32,
     pub auth_rate_limit_per_minute: u32,
     pub tombstone_days: u32,
@@ -136,6 +146,9 @@ struct RawConfig {
     max_body_bytes: Option<u64>,
     max_batch: Option<usize>,
     max_record_bytes: Option<usize>,
+    max_page_bytes: Option<usize>,
+    max_records_per_user: Option<u64>,
+    max_user_data_bytes: Option<u64>,
     rate_limit_per_minute: Option<u32>,
     auth_rate_limit_per_minute: Option<u32>,
     tombstone_days: Option<u32>,
@@ -269,6 +282,13 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
     let max_body_bytes = positive("MAX_BODY_BYTES", raw.max_body_bytes, 5 * 1024 * 1024)?;
     let max_batch = positive("MAX_BATCH", raw.max_batch, 1000)?;
     let max_record_bytes = positive("MAX_RECORD_BYTES", raw.max_record_bytes, 64 * 1024)?;
+    let max_page_bytes = positive("MAX_PAGE_BYTES", raw.max_page_bytes, 4 * 1024 * 1024)?;
+    let max_records_per_user = positive("MAX_RECORDS_PER_USER", raw.max_records_per_user, 100_000)?;
+    let max_user_data_bytes = positive(
+        "MAX_USER_DATA_BYTES",
+        raw.max_user_data_bytes,
+        100 * 1024 * 1024,
+    )?;
     let rate_limit_per_minute = positive("RATE_LIMIT_PER_MINUTE", raw.rate_limit_per_minute, 100)?;
     let auth_rate_limit_per_minute = positive(
         "AUTH_RATE_LIMIT_PER_MINUTE",
@@ -318,6 +338,9 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         max_body_bytes,
         max_batch,
         max_record_bytes,
+        max_page_bytes,
+        max_records_per_user,
+        max_user_data_bytes,
         rate_limit_per_minute,
         auth_rate_limit_per_minute,
         tombstone_days,
@@ -519,6 +542,9 @@ mod tests {
         assert_eq!(config.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(config.max_batch, 1000);
         assert_eq!(config.max_record_bytes, 64 * 1024);
+        assert_eq!(config.max_page_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.max_records_per_user, 100_000);
+        assert_eq!(config.max_user_data_bytes, 100 * 1024 * 1024);
         assert_eq!(config.rate_limit_per_minute, 100);
         assert_eq!(config.auth_rate_limit_per_minute, 10);
         assert_eq!(config.tombstone_days, 180);

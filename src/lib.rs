@@ -15,6 +15,7 @@ pub mod log;
 pub mod reply;
 pub mod route;
 pub mod routes;
+pub mod smoke;
 pub mod store;
 pub mod sync;
 

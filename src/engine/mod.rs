@@ -107,7 +107,7 @@ pub fn sync(
                 )?);
             }
         }
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         let device = device.clone()?;
@@ -120,6 +120,12 @@ pub fn sync(
 
         let received_at = receive_time(&user);
         let mut counter = user.change_counter;
+        let mut quota = Quota {
+            records: user.record_count,
+            bytes: user.data_bytes,
+            max_records: env.config.max_records_per_user,
+            max_bytes: env.config.max_user_data_bytes,
+        };
         let mut locked = records::read_locked_batches(&mut sets, locks)?;
         let mut merged = Vec::with_capacity(ask.batches.len());
         for batch in &ask.batches {
@@ -130,6 +136,7 @@ pub fn sync(
                 batch,
                 stored,
                 &mut counter,
+                &mut quota,
                 env.config.max_record_bytes,
             )?);
         }
@@ -139,8 +146,13 @@ pub fn sync(
                     records::read_page_entries(&mut sets, slot, &Entity::ALL, page.limit)?;
                 let cursor = page.cursor.unwrap_or(Cursor::AfterVersion(0));
                 let rows = records::page_rows(db, &user.id, cursor, &entries)?;
-                let end = entries.last().map(|entry| entry.version);
-                (without_written(rows, &merged), has_more, end)
+                let rows = without_written(rows, &merged);
+                let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+                let end = match cut {
+                    true => rows.last().map(|row| row.version),
+                    false => entries.last().map(|entry| entry.version),
+                };
+                (rows, has_more || cut, end)
             }
             _ => (Vec::new(), false, None),
         };
@@ -168,13 +180,14 @@ pub fn sync(
         }
         let mut packet = Packet::new();
         if wrote {
-            records::push_advance_user(
-                &mut packet,
-                &user.id,
-                counter,
-                received_at,
-                env.now_millis(),
-            )?;
+            let advance = records::Advance {
+                change_counter: counter,
+                last_write_at: received_at,
+                last_sync_at: env.now_millis(),
+                record_count: quota.records,
+                data_bytes: quota.bytes,
+            };
+            records::push_advance_user(&mut packet, &user.id, &advance)?;
         }
         // A writer records the sync in its own transaction; a reader does
         // it after commit, so its shared lock is never upgraded (two
@@ -264,7 +277,7 @@ pub fn pull(
                 page_slot,
             )
         };
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         device.clone()?;
@@ -276,6 +289,8 @@ pub fn pull(
             Some(slot) => records::read_changes_of(&mut sets, slot, entity, ask.limit)?,
             None => (Vec::new(), false),
         };
+        let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+        let has_more = has_more || cut;
         Ok((user, rows, has_more))
     };
     let (user, rows, has_more) = if locked {
@@ -389,6 +404,59 @@ fn receive_time(user: &User) -> i64 {
     }
 }
 
+/// The user's quota as a transaction's writes go (contract section 7, v2):
+/// rows and bytes of `data`, starting from the user row's counts, which
+/// the transaction writes back.
+struct Quota {
+    records: u64,
+    bytes: u64,
+    max_records: u64,
+    max_bytes: u64,
+}
+
+impl Quota {
+    /// Whether a client's write of `new_len` bytes over a row of `old_len`
+    /// (None: a new row) fits.
+    fn admits(&self, old_len: Option<u64>, new_len: u64) -> bool {
+        match old_len {
+            None => {
+                self.records < self.max_records
+                    && self.bytes.saturating_add(new_len) <= self.max_bytes
+            }
+            Some(old_len) => {
+                new_len <= old_len || self.bytes.saturating_add(new_len - old_len) <= self.max_bytes
+            }
+        }
+    }
+
+    fn apply(&mut self, old_len: Option<u64>, new_len: u64) {
+        match old_len {
+            None => self.records = self.records.saturating_add(1),
+            Some(old_len) => self.bytes = self.bytes.saturating_sub(old_len),
+        }
+        self.bytes = self.bytes.saturating_add(new_len);
+    }
+
+    fn refusal(&self, new_row: bool) -> String {
+        if new_row && self.records >= self.max_records {
+            format!(
+                "the account holds its limit of {} records",
+                self.max_records
+            )
+        } else {
+            format!(
+                "the account's stored data would pass its limit of {} bytes",
+                self.max_bytes
+            )
+        }
+    }
+}
+
+/// A stored record's `data` as compact JSON, in bytes (as it was written).
+fn data_len(record: &Record) -> u64 {
+    sync::compact_len(&record.data) as u64
+}
+
 /// One entity's batch after the merge: its answer and the rows to write.
 struct Merged {
     entity: Entity,
@@ -421,6 +489,7 @@ fn merge_batch(
     batch: &Batch,
     mut stored: HashMap<String, Stored>,
     counter: &mut u64,
+    quota: &mut Quota,
     max_record_bytes: usize,
 ) -> Result<Merged, ApiError> {
     let entity = batch.entity;
@@ -440,6 +509,20 @@ fn merge_batch(
         let current = stored.get(&id);
         match sync::decide(entity, incoming, current, max_record_bytes) {
             Outcome::Insert | Outcome::Update => {
+                let old_len = current.map(|held| data_len(&held.record));
+                let new_len = valid.data_json.len() as u64;
+                // A delete always applies; a write that adds a row or
+                // grows the data must fit the quota.
+                if incoming.record.deleted_at.is_none() && !quota.admits(old_len, new_len) {
+                    result.errors.push(validate::record_error(
+                        valid.raw.get("id"),
+                        valid.index,
+                        "QUOTA_EXCEEDED",
+                        quota.refusal(old_len.is_none()),
+                    ));
+                    continue;
+                }
+                quota.apply(old_len, new_len);
                 let version = next_version();
                 pending.push((incoming.record.clone(), valid.data_json.clone(), version));
                 result.synced += 1;
@@ -472,6 +555,8 @@ fn merge_batch(
                         let version = next_version();
                         let data_json = serde_json::to_string(&record.data)
                             .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
+                        // A conflict's resolution is never refused for quota.
+                        quota.apply(Some(data_len(&met.record)), data_json.len() as u64);
                         pending.push((record.clone(), data_json, version));
                         if resolution == Resolution::ClientWins {
                             result.applied.push(Applied {
@@ -506,6 +591,8 @@ fn merge_batch(
                 copy.id = derived_id.clone();
                 let derived_held = match sync::decide_derived(&copy, stored.get(&derived_id)) {
                     Outcome::Insert | Outcome::Update => {
+                        let old_len = stored.get(&derived_id).map(|held| data_len(&held.record));
+                        quota.apply(old_len, valid.data_json.len() as u64);
                         let version = next_version();
                         pending.push((copy.clone(), valid.data_json.clone(), version));
                         let held = Stored {
@@ -532,6 +619,8 @@ fn merge_batch(
             }
         }
     }
+    // Quota refusals joined the validation errors: body order again.
+    result.errors.sort_by_key(|error| error.index);
     Ok(Merged {
         entity,
         result,

@@ -21,6 +21,8 @@ pub const MAX_DATA_DEPTH: usize = 32;
 /// One record that passed validation, with where it stood in the body.
 pub struct Valid {
     pub raw: Value,
+    /// Its position in the body's list.
+    pub index: usize,
     pub incoming: Incoming,
     pub data_json: String,
 }
@@ -42,7 +44,7 @@ impl Batch {
     }
 }
 
-fn record_error(
+pub fn record_error(
     id: Option<&Value>,
     index: usize,
     code: &'static str,
@@ -90,6 +92,7 @@ pub fn validate(entity: Entity, list: Vec<Value>, config: &Config, now_ms: i64) 
                 }
                 valid.push(Valid {
                     raw,
+                    index,
                     incoming,
                     data_json,
                 });

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::auth::{password, ratelimit, session};
+use crate::auth::guessing::Account;
+use crate::auth::{password, session};
+use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -16,7 +18,8 @@ use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{self, Lock, User};
 use crate::sync::Entity;
 
-fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
+fn account_json(db: &mut Db, config: &Config, user: &User) -> Result<Value, ApiError> {
+    let (max_records, max_data_bytes) = (config.max_records_per_user, config.max_user_data_bytes);
     let mut counts = Map::new();
     for (entity, _total, live, _max) in records::counts(db, &user.id)? {
         counts.insert(entity.bulk_key().into(), json!(live));
@@ -31,6 +34,12 @@ fn account_json(db: &mut Db, user: &User) -> Result<Value, ApiError> {
         "last_sync_at": user.last_sync_at.map(clock::to_rfc3339),
         "counts": counts,
         "devices": devices,
+        "usage": {
+            "records": user.record_count,
+            "data_bytes": user.data_bytes,
+            "max_records": max_records,
+            "max_data_bytes": max_data_bytes,
+        },
     }))
 }
 
@@ -53,7 +62,10 @@ pub fn get_account(
 ) -> Result<Response, ApiError> {
     let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
-    Ok(ok(200, &account_json(opened.db, &opened.user)?))
+    Ok(ok(
+        200,
+        &account_json(opened.db, opened.env.config, &opened.user)?,
+    ))
 }
 
 pub fn patch_account(
@@ -78,7 +90,7 @@ pub fn patch_account(
         users::update_profile(tx, user_id, name.as_deref(), sync_enabled, now)?;
         session::load_user(tx, claims, Lock::None)
     })?;
-    Ok(ok(200, &account_json(opened.db, &user)?))
+    Ok(ok(200, &account_json(opened.db, opened.env.config, &user)?))
 }
 
 pub fn delete_account(
@@ -92,14 +104,16 @@ pub fn delete_account(
     let Some(given) = given else {
         return Err(ApiError::Internal("validated password missing".into()));
     };
+    let account = Account::new(&opened.user.email, &request.remote_addr);
+    account.check(opened.db, opened.env.now_millis())?;
     if !password::verify(&given, &opened.user.password_hash) {
+        account.failed(opened.db, opened.env.now_millis())?;
         return Err(ApiError::field("password", "is not the account's password"));
     }
-    let email_bucket = ratelimit::email_bucket(&opened.user.email);
     let claims = &opened.claims;
     db::transaction(opened.db, |tx, _attempt| {
         let locked = session::load_user(tx, claims, Lock::Update)?;
-        Ok::<(), ApiError>(users::erase(tx, &locked, &email_bucket)?)
+        Ok::<(), ApiError>(users::erase(tx, &locked)?)
     })?;
     Ok(ok(200, &json!({"erased": true})))
 }

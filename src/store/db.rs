@@ -42,6 +42,7 @@ pub const ER_DUP_ENTRY: u16 = 1062;
 /// Server errors about the statement or its data, not the server's state.
 const NEVER_BETTER_ON_RETRY: &[u16] = &[
     1048, // column cannot be null
+    1052, // ambiguous column
     1054, // unknown column
     1062, // duplicate entry
     1064, // syntax
@@ -193,8 +194,16 @@ pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
         builder = with_tls(builder, config.tls_ca.as_deref());
     }
     let started = Instant::now();
-    let conn = Conn::new(builder)
-        .map_err(|error| StoreError::unavailable(format!("mysql connect: {error}")))?;
+    // Any failure to connect is an outage to the client; the server's code
+    // stays for the operator's hints (`healthsync check`).
+    let conn = Conn::new(builder).map_err(|error| StoreError {
+        kind: StoreErrorKind::Unavailable,
+        code: match &error {
+            mysql::Error::MySqlError(e) => Some(e.code),
+            _ => None,
+        },
+        cause: format!("mysql connect: {error}"),
+    })?;
     Ok(Db {
         conn,
         spent: started.elapsed(),

@@ -61,18 +61,33 @@ fn purge_user(db: &mut Db, user_id: &str, cutoff: i64) -> Result<u64, StoreError
             let deleted = db::transaction(db, |tx, _attempt| {
                 let _: Option<u8> =
                     tx.exec_first("SELECT 1 FROM users WHERE id = ? FOR UPDATE", (user_id,))?;
-                let newest: Option<(Option<u64>, Value)> = tx.exec_first(
+                // The oldest tombstones, with their data: the user's quota
+                // counts (rows, bytes of compact JSON) go down by theirs.
+                let oldest: Vec<(u64, Value, Vec<u8>)> = tx.exec(
                     &format!(
-                        "SELECT MAX(version), MAX(server_updated_at) FROM (SELECT version, server_updated_at \
+                        "SELECT version, server_updated_at, data \
                          FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND server_updated_at < ? \
-                         ORDER BY version LIMIT {ROWS_PER_DELETE}) AS oldest",
+                         ORDER BY version LIMIT {ROWS_PER_DELETE}",
                         entity.table()
                     ),
                     (user_id, clock::to_sql(cutoff)),
                 )?;
-                let Some((Some(max_version), max_received)) = newest else {
+                let Some((max_version, max_received, _)) = oldest.last().cloned() else {
                     return Ok(0);
                 };
+                let max_received = oldest
+                    .iter()
+                    .map(|(_, received, _)| received.clone())
+                    .max_by_key(clock::from_sql)
+                    .unwrap_or(max_received);
+                let freed_bytes: u64 = oldest
+                    .iter()
+                    .map(|(_, _, data)| {
+                        serde_json::from_slice::<serde_json::Value>(data)
+                            .map_or(data.len(), |value| crate::sync::compact_len(&value))
+                            as u64
+                    })
+                    .sum();
                 let result = tx.exec_write(
                     &format!(
                         "DELETE FROM {} WHERE user_id = ? AND deleted_at IS NOT NULL AND version <= ? \
@@ -84,12 +99,16 @@ fn purge_user(db: &mut Db, user_id: &str, cutoff: i64) -> Result<u64, StoreError
                 let deleted = result.affected_rows;
                 tx.exec_write(
                     r"UPDATE users SET purged_version = GREATEST(purged_version, ?),
-                          purged_before = GREATEST(COALESCE(purged_before, ?), ?)
+                          purged_before = GREATEST(COALESCE(purged_before, ?), ?),
+                          record_count = record_count - LEAST(record_count, ?),
+                          data_bytes = data_bytes - LEAST(data_bytes, ?)
                       WHERE id = ?",
                     (
                         max_version,
                         max_received.clone(),
                         max_received.clone(),
+                        deleted,
+                        freed_bytes,
                         user_id,
                     ),
                 )?;

@@ -180,31 +180,10 @@ fn resolve_concurrent_edit(
     };
     // Two records each within the limit can merge into one past it; stored, it would be
     // refused on every later push of it.
-    if compact_json_len(&merged.data) > max_record_bytes {
+    if super::compact_len(&merged.data) > max_record_bytes {
         return last_write_wins(client, server);
     }
     label_resolution(merged, client, server)
-}
-
-/// The length of `data` as compact JSON (the measure of `MAX_RECORD_BYTES`), counted without
-/// building the text.
-fn compact_json_len(data: &Map<String, Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, data) {
-        Ok(()) => count.0,
-        // Counting cannot fail; if it ever did, the merge is not taken.
-        Err(_) => usize::MAX,
-    }
 }
 
 /// The same meal edited on two devices is last write wins. Different dates cannot be merged
@@ -1726,7 +1705,7 @@ mod tests {
             1000,
             2,
         );
-        let client_len = compact_json_len(&client.record.data);
+        let client_len = crate::sync::compact_len(&client.record.data);
         assert!(client_len < LIMIT && 2 * client_len > LIMIT, "{client_len}");
 
         let outcome = decide(Medications, &client, server.as_ref(), LIMIT);

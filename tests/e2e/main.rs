@@ -8,6 +8,10 @@
 //! on 127.0.0.1:3306 (`deploy/local-server deps`) and the binary built with
 //! the test hooks: `cargo test --features test-hooks`. Both tests are
 //! `#[ignore]`d as slow; `deploy/test` runs them (`--include-ignored`).
+//!
+//! `smoke.rs` runs `healthsync smoke` against instances of its own (slow)
+//! and against nothing, a TLS stand-in and bad arguments (fast: these need
+//! no Apache, only openssl and python3).
 
 // Assertions are the point of a test; the crate-wide lints against
 // unwrap/expect/panic are for the binary.
@@ -15,6 +19,7 @@
 
 mod flows;
 mod scenarios;
+mod smoke;
 mod support;
 
 use support::harness::{require_local_services, Instance, Mode};

@@ -809,6 +809,10 @@ fn purged_tombstones_make_older_cursors_reset() {
         "{stdout}"
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 2);
+    // The quota counts follow the purge.
+    let usage = db.get("/api/account").token(&user.token).send().ok()["usage"].clone();
+    assert_eq!(usage["records"], 2);
+    assert_eq!(usage["data_bytes"], 4);
     pull(&db, &user, "meals", "sync_token=1").expect(410, "RESET_REQUIRED");
     pull(&db, &user, "meals", "sync_token=2").ok();
     pull(&db, &user, "meals", "since=2020-01-01T00:00:00Z").expect(410, "RESET_REQUIRED");
@@ -950,4 +954,220 @@ fn large_side_effect_unions_stay_fast_and_within_the_record_limit() {
     assert_eq!(resolutions.first(), Some(&json!("merged")));
     let overflowed = resolutions.iter().filter(|r| *r == "client_wins").count();
     assert!((1..=3).contains(&overflowed), "{resolutions:?}");
+}
+
+/// Contract section 5 (v2): a page ends early by size. It holds at least
+/// one record and, after the first, none that would carry its compact
+/// JSON past `MAX_PAGE_BYTES`; paging on by the token (pull or bulk)
+/// misses nothing and repeats nothing.
+#[test]
+fn pages_end_early_by_size_and_paging_on_misses_nothing() {
+    let mut db = TestDb::new();
+    db.set("MAX_PAGE_BYTES", "3000");
+    let user = register(&db, "pages@example.com");
+    let records: Vec<Value> = (1..=10)
+        .map(|n| {
+            let size = if n == 5 { 5000 } else { 900 };
+            rec(&id(n), json!({"note": "x".repeat(size)}), T1)
+        })
+        .collect();
+    push(&db, &user, "meals", "meals", json!(records)).ok();
+    let everything: Vec<String> = (1..=10).map(id).collect();
+    let check_page = |list: &[Value]| {
+        assert!(!list.is_empty(), "a page holds at least one record");
+        let size: usize = list.iter().map(|r| r.to_string().len()).sum();
+        assert!(
+            list.len() == 1 || size <= 3000,
+            "{} records, {size} bytes",
+            list.len()
+        );
+    };
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = pull(
+            &db,
+            &user,
+            "meals",
+            &format!("sync_token={token}&limit=100"),
+        )
+        .ok()
+        .clone();
+        let list = page["meals"].as_array().cloned().unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["next_sync_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+    assert!(pages >= 4, "{pages} pages");
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = db
+            .post("/api/sync/bulk", &json!({ "sync_token": token }))
+            .token(&user.token)
+            .send()
+            .ok()
+            .clone();
+        let list = page["meals"]["server_updates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["sync_token"].as_str().unwrap_or_default().to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+}
+
+fn usage(db: &TestDb, user: &User) -> Value {
+    db.get("/api/account").token(&user.token).send().ok()["usage"].clone()
+}
+
+fn error_codes(answer: &Value) -> Vec<(u64, String)> {
+    answer["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    let index = e["index"].as_u64().unwrap_or(u64::MAX);
+                    (index, e["code"].as_str().unwrap_or_default().to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Contract section 7 (v2): a record that would create a row past
+/// `MAX_RECORDS_PER_USER` is refused with `QUOTA_EXCEEDED` and the rest of
+/// the batch applies; updates that do not grow, deletes and conflict
+/// resolutions always apply; `GET /account` shows the usage.
+#[test]
+fn the_record_quota_refuses_new_rows_only() {
+    let mut db = TestDb::new();
+    db.set("MAX_RECORDS_PER_USER", "5");
+    let user = register(&db, "quota@example.com");
+    let meals: Vec<Value> = (1..=7)
+        .map(|n| rec(&id(n), json!({"date": "2024-03-01", "n": n}), T1))
+        .collect();
+    let answer = push(&db, &user, "meals", "meals", json!(meals))
+        .ok()
+        .clone();
+    assert_eq!(answer["synced"], 5);
+    assert_eq!(
+        error_codes(&answer),
+        vec![
+            (5, "QUOTA_EXCEEDED".to_owned()),
+            (6, "QUOTA_EXCEEDED".to_owned())
+        ]
+    );
+    let held = usage(&db, &user);
+    assert_eq!(held["records"], 5);
+    assert_eq!(held["max_records"], 5);
+    // An update, a delete of an unknown id (a new tombstone row) and a
+    // kept-both conflict (a new row) all apply at the limit.
+    let answer = push(
+        &db,
+        &user,
+        "meals",
+        "meals",
+        json!([
+            rec(&id(1), json!({"date": "2024-03-01", "n": 10}), T2),
+            {"id": id(8), "data": {}, "updated_at": T2, "deleted_at": T2},
+            {"id": id(2), "data": {"date": "2024-03-09"}, "updated_at": T3, "base_version": 0},
+        ]),
+    )
+    .ok()
+    .clone();
+    assert_eq!(error_codes(&answer), vec![]);
+    assert_eq!(answer["conflict_details"][0]["resolution"], "kept_both");
+    assert_eq!(usage(&db, &user)["records"], 7);
+    assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 7);
+}
+
+#[test]
+fn the_data_quota_refuses_growth_only() {
+    let mut db = TestDb::new();
+    db.set("MAX_USER_DATA_BYTES", "300");
+    let user = register(&db, "bytes@example.com");
+    let sized = |n: usize| json!({"note": "x".repeat(n - 11)});
+    assert_eq!(sized(200).to_string().len(), 200);
+    push(
+        &db,
+        &user,
+        "exercises",
+        "exercises",
+        json!([rec(&id(1), sized(200), T1)]),
+    )
+    .ok();
+    let refused = push(
+        &db,
+        &user,
+        "exercises",
+        "exercises",
+        json!([rec(&id(2), sized(200), T1)]),
+    )
+    .ok()
+    .clone();
+    assert_eq!(
+        error_codes(&refused),
+        vec![(0, "QUOTA_EXCEEDED".to_owned())]
+    );
+    // Growing by 50 fits (250 of 300); growing past the limit does not;
+    // shrinking always does.
+    push(
+        &db,
+        &user,
+        "exercises",
+        "exercises",
+        json!([rec(&id(1), sized(250), T2)]),
+    )
+    .ok();
+    let grown = push(
+        &db,
+        &user,
+        "exercises",
+        "exercises",
+        json!([rec(&id(1), sized(400), T3)]),
+    )
+    .ok()
+    .clone();
+    assert_eq!(error_codes(&grown), vec![(0, "QUOTA_EXCEEDED".to_owned())]);
+    push(
+        &db,
+        &user,
+        "exercises",
+        "exercises",
+        json!([rec(&id(1), sized(100), T3)]),
+    )
+    .ok();
+    let held = usage(&db, &user);
+    assert_eq!(held["data_bytes"], 100);
+    assert_eq!(held["records"], 1);
+    assert_eq!(held["max_data_bytes"], 300);
+    assert_eq!(
+        db.count("SELECT SUM(LENGTH(data)) FROM exercises"),
+        100,
+        "the count is what is stored"
+    );
 }

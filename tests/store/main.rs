@@ -176,30 +176,39 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
     let test = TestDb::new();
     let mut db = test.connect();
     let user = new_user(&mut db);
+    let advance = || records::Advance {
+        change_counter: 7,
+        last_write_at: 1_700_000_000_000,
+        last_sync_at: 1_700_000_000_000,
+        record_count: 0,
+        data_bytes: 0,
+    };
 
     // A statement that fails ends the packet: the transaction rolls back
     // with the write before it.
     let result = db::transaction(&mut db, |db, _attempt| {
         let mut packet = Packet::new();
-        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        records::push_advance_user(&mut packet, &user, &advance())?;
         packet.push("SELECT no_such_column FROM users", &[])?;
         packet.commit();
         db.run(packet).map(|_| ())
     });
     assert_eq!(result.map_err(|e| e.kind), Err(StoreErrorKind::Broken));
-    let found = users::find_by_id(&mut db, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    let found =
+        users::find_by_id(&mut db, &user, None, Lock::None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found.map(|u| u.change_counter), Some(0));
 
     let result = db::transaction(&mut db, |db, _attempt| {
         let mut packet = Packet::new();
-        records::push_advance_user(&mut packet, &user, 7, 1_700_000_000_000, 1_700_000_000_000)?;
+        records::push_advance_user(&mut packet, &user, &advance())?;
         packet.commit();
         db.run(packet).map(|_| ())
     });
     assert_eq!(result, Ok(()));
     assert!(!db.in_transaction());
     let mut other = test.connect();
-    let found = users::find_by_id(&mut other, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    let found =
+        users::find_by_id(&mut other, &user, None, Lock::None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found.map(|u| u.change_counter), Some(7));
 }
 
@@ -211,17 +220,17 @@ fn the_user_row_lock_holds_back_a_second_writer_until_its_wait_runs_out() {
     let mut waiter = test.connect();
     let user = new_user(&mut holder);
     holder.begin();
-    let locked = users::find_by_id(&mut holder, &user, Lock::Update);
+    let locked = users::find_by_id(&mut holder, &user, None, Lock::Update);
     assert!(matches!(locked, Ok(Some(_))));
     waiter.begin();
-    let blocked = users::find_by_id(&mut waiter, &user, Lock::Update);
+    let blocked = users::find_by_id(&mut waiter, &user, None, Lock::Update);
     assert_eq!(
         blocked.map_err(|e| e.kind).err(),
         Some(StoreErrorKind::Contention)
     );
     let _ = waiter.rollback();
     // A reader without a lock is not held back.
-    let read = users::find_by_id(&mut waiter, &user, Lock::None);
+    let read = users::find_by_id(&mut waiter, &user, None, Lock::None);
     assert!(matches!(read, Ok(Some(_))));
     let _ = holder.rollback();
 }

@@ -142,6 +142,60 @@ impl Instance {
         instance
     }
 
+    /// The `httpd.conf` deploy/local-server generated for this instance.
+    /// The `.htaccess` this instance serves with (the repo's).
+    pub fn htaccess(&self) -> String {
+        let path = self.state_dir.join("htdocs").join(".htaccess");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+    }
+
+    pub fn httpd_conf(&self) -> String {
+        let path = self.state_dir.join("httpd.conf");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+    }
+
+    /// Rows left in the tables that hold a user's data (every table with a
+    /// `user_id` column, and `users`), summed.
+    pub fn user_rows(&self) -> u64 {
+        let client = mysql_client().expect("a mysql client");
+        let query = |sql: &str| {
+            let output = Command::new(client)
+                .args([
+                    "-N",
+                    "-B",
+                    "-h127.0.0.1",
+                    "-P3306",
+                    "-uroot",
+                    &self.database,
+                    "-e",
+                    sql,
+                ])
+                .output()
+                .expect("run the mysql client");
+            assert!(
+                output.status.success(),
+                "{sql}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let tables = query(
+            "SELECT table_name FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND column_name = 'user_id'",
+        );
+        let mut counts = vec!["(SELECT COUNT(*) FROM users)".to_string()];
+        counts.extend(
+            tables
+                .lines()
+                .filter(|table| !table.trim().is_empty())
+                .map(|table| format!("(SELECT COUNT(*) FROM `{}`)", table.trim())),
+        );
+        let total = query(&format!("SELECT {}", counts.join(" + ")));
+        total.trim().parse().expect("a row count")
+    }
+
     /// The last lines of this instance's Apache error log (where the binary's
     /// stderr lands), for failure reports.
     pub fn error_log_tail(&self) -> String {
