@@ -25,9 +25,10 @@ die() {
 }
 
 # The comment block at the top of the calling script, from its second line
-# to the line before `set -euo pipefail`, without the leading "# ".
+# to the line before `set -euo pipefail`, without the leading "# " and
+# without shellcheck directives (a file-wide one must stand there).
 usage_from_header() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[-1]}" | sed '$d; s/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[-1]}" | sed '$d; /^# shellcheck /d; s/^# \{0,1\}//'
 }
 
 # require_command NAME HINT: dies with HINT when NAME is not on PATH.
