@@ -151,7 +151,7 @@ binary_has_test_hooks() {
     out="$(env -i PATH="$PATH" GATEWAY_INTERFACE=CGI/1.1 SERVER_PROTOCOL=HTTP/1.1 \
         REQUEST_METHOD=GET REQUEST_URI=/api/__test/echo SCRIPT_NAME=/healthsync.cgi \
         REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 DB_HOST=127.0.0.1 DB_NAME=healthsync_probe \
-        DB_USER=root JWT_SECRET_KEY=probe-only-probe-only-probe-only-probe-only \
+        DB_USER=root JWT_SECRET_KEY=probe-0nly-Kq3vX8mW2rT6yB9nL4hJ7dF1gS5zC \
         REQUIRE_HTTPS=false LOG_LEVEL=error "$1" </dev/null 2>/dev/null)" || true
     status="$(sed -n '1s/^Status: \([0-9]*\).*/\1/p' <<<"$out")"
     case "$status" in

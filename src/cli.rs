@@ -101,8 +101,11 @@ fn run_migrate() -> ExitCode {
         Ok(conn) => conn,
         Err(error) => {
             eprintln!(
-                "healthsync migrate: cannot reach MySQL at {}:{} ({})",
-                config.db.host, config.db.port, error.cause
+                "healthsync migrate: cannot reach MySQL at {}:{} ({}){}",
+                config.db.host,
+                config.db.port,
+                error.cause,
+                connect_hint(&config.db, &error)
             );
             return ExitCode::from(1);
         }
@@ -127,6 +130,30 @@ fn run_migrate() -> ExitCode {
     }
 }
 
+/// What a failed connect most likely means, when the error says more than
+/// its text does: a server that takes only TLS refuses a plain login as
+/// "access denied" (a user created `REQUIRE SSL`) or "secure transport
+/// required"; a certificate it cannot verify is a TLS error.
+fn connect_hint(db: &config::DbConfig, error: &db::StoreError) -> String {
+    const ACCESS_DENIED: u16 = 1045;
+    const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+    let cause = error.cause.to_ascii_lowercase();
+    match (db.tls, error.code) {
+        (false, Some(SECURE_TRANSPORT_REQUIRED)) => {
+            "; the server accepts only TLS connections: set DB_TLS=true".into()
+        }
+        (false, Some(ACCESS_DENIED)) => {
+            "; if the password is right, the server may accept this user only over TLS (REQUIRE SSL): set DB_TLS=true"
+                .into()
+        }
+        (true, _) if cause.contains("certificate") || cause.contains("tls") => {
+            "; the server's TLS certificate was not accepted: if it is signed by a private CA, set DB_TLS_CA to that CA's PEM file (DB_HOST must be a name or address the certificate lists)"
+                .into()
+        }
+        _ => String::new(),
+    }
+}
+
 /// Checks everything a deployment needs and says how to fix what is wrong.
 fn run_check() -> ExitCode {
     let mut failures = 0;
@@ -138,13 +165,23 @@ fn run_check() -> ExitCode {
     };
 
     match std::env::var_os(ENV_FILE_VARIABLE) {
-        None => report(
-            "warn",
-            format!(
-                "{ENV_FILE_VARIABLE} is not set: configuration comes from the environment only"
-            ),
-        ),
         Some(path) => check_env_file(std::path::Path::new(&path), &mut report),
+        None => match EnvFileCache::default().default_path() {
+            Some(path) => {
+                report(
+                    "ok",
+                    format!("{ENV_FILE_VARIABLE} is not set: reading {path}, the default"),
+                );
+                check_env_file(std::path::Path::new(&path), &mut report);
+            }
+            None => report(
+                "warn",
+                format!(
+                    "{ENV_FILE_VARIABLE} is not set and there is no ~/{}: configuration comes from the environment only",
+                    config::DEFAULT_ENV_FILE_NAME
+                ),
+            ),
+        },
     }
 
     let config = match load_config() {
@@ -192,11 +229,12 @@ fn run_check() -> ExitCode {
         Err(error) => report(
             "FAIL",
             format!(
-                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME",
+                "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME{}",
                 config.db.host,
                 config.db.port,
                 config.db.user,
-                error.cause
+                error.cause,
+                connect_hint(&config.db, &error)
             ),
         ),
         Ok(mut conn) => {
@@ -345,7 +383,11 @@ fn run_purge() -> ExitCode {
     let mut conn = match db::connect(&config.db) {
         Ok(conn) => conn,
         Err(error) => {
-            eprintln!("healthsync purge: cannot reach MySQL ({})", error.cause);
+            eprintln!(
+                "healthsync purge: cannot reach MySQL ({}){}",
+                error.cause,
+                connect_hint(&config.db, &error)
+            );
             return ExitCode::from(1);
         }
     };
@@ -394,6 +436,7 @@ mod tests {
             pass: String::new(),
             socket: socket.map(str::to_owned),
             tls,
+            tls_ca: None,
         }
     }
 

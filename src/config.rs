@@ -1,6 +1,9 @@
 //! Configuration: the process environment, then the request's params (an
 //! `.htaccess` `SetEnv` reaches FastCGI params, never the FastCGI process's
-//! environment), then the `.env` file named by `HEALTHSYNC_ENV_FILE`. The
+//! environment), then the `.env` file named by `HEALTHSYNC_ENV_FILE`, or
+//! else `healthsync.env` in the home directory of the user the binary runs
+//! as (suEXEC strips `SetEnv` from a CGI program's environment, so on a
+//! shared host in CGI mode that file is the only source there is). The
 //! first source that has a variable wins. Parsed with envy into `Config`
 //! once per request (cheap: a few dozen strings), so a bad value is one log
 //! line naming the variable and a 500 to the client that names nothing.
@@ -23,12 +26,14 @@ pub const VARIABLES: &[&str] = &[
     "DB_PASS",
     "DB_SOCKET",
     "DB_TLS",
+    "DB_TLS_CA",
     "JWT_SECRET_KEY",
     "API_BASE_URL",
     "CORS_ALLOWED_ORIGINS",
     "MAX_BODY_BYTES",
     "MAX_BATCH",
     "MAX_RECORD_BYTES",
+    "MAX_PAGE_BYTES",
     "RATE_LIMIT_PER_MINUTE",
     "AUTH_RATE_LIMIT_PER_MINUTE",
     "TOMBSTONE_DAYS",
@@ -37,6 +42,10 @@ pub const VARIABLES: &[&str] = &[
 ];
 
 pub const ENV_FILE_VARIABLE: &str = "HEALTHSYNC_ENV_FILE";
+
+/// The name of the `.env` file looked for in the home directory when
+/// `HEALTHSYNC_ENV_FILE` is not set.
+pub const DEFAULT_ENV_FILE_NAME: &str = "healthsync.env";
 
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -58,6 +67,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_batch: usize,
     pub max_record_bytes: usize,
+    /// A page of records stops before the record that would carry its
+    /// compact JSON past this (contract section 5, v2).
+    pub max_page_bytes: usize,
     pub rate_limit_per_minute: u32,
     pub auth_rate_limit_per_minute: u32,
     pub tombstone_days: u32,
@@ -87,6 +99,9 @@ pub struct DbConfig {
     pub pass: String,
     pub socket: Option<String>,
     pub tls: bool,
+    /// A PEM file of CA certificates trusted for the server's certificate,
+    /// besides the public roots the binary carries.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A configuration problem, named for the operator.
@@ -118,12 +133,14 @@ struct RawConfig {
     db_pass: Option<String>,
     db_socket: Option<String>,
     db_tls: Option<String>,
+    db_tls_ca: Option<String>,
     jwt_secret_key: Option<String>,
     api_base_url: Option<String>,
     cors_allowed_origins: Option<String>,
     max_body_bytes: Option<u64>,
     max_batch: Option<usize>,
     max_record_bytes: Option<usize>,
+    max_page_bytes: Option<usize>,
     rate_limit_per_minute: Option<u32>,
     auth_rate_limit_per_minute: Option<u32>,
     tombstone_days: Option<u32>,
@@ -150,7 +167,10 @@ pub fn gather(
     };
     let env_file = match process_env.get(ENV_FILE_VARIABLE) {
         Some(path) => Some(path.clone()),
-        None => from_params(ENV_FILE_VARIABLE)?,
+        None => match from_params(ENV_FILE_VARIABLE)? {
+            Some(path) => Some(path),
+            None => env_files.default_path(),
+        },
     };
     let file_values = match env_file.as_deref() {
         Some(path) if !path.is_empty() => env_files.load(Path::new(path))?,
@@ -220,7 +240,28 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
             "is true but this binary was built without TLS support",
         ));
     }
+    let tls_ca = raw
+        .db_tls_ca
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &tls_ca {
+        if !tls {
+            return Err(problem("DB_TLS_CA", "is set but DB_TLS is not true"));
+        }
+        if !path.is_file() {
+            return Err(problem(
+                "DB_TLS_CA",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+    }
     let secret = required(raw.jwt_secret_key, "JWT_SECRET_KEY")?;
+    if looks_guessable(secret.as_bytes()) {
+        return Err(problem(
+            "JWT_SECRET_KEY",
+            "looks guessable (a placeholder word or few distinct characters): set it to random bytes, e.g. `head -c 48 /dev/urandom | base64`",
+        ));
+    }
     if secret.len() < MIN_SECRET_BYTES {
         return Err(problem(
             "JWT_SECRET_KEY",
@@ -233,6 +274,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
     let max_body_bytes = positive("MAX_BODY_BYTES", raw.max_body_bytes, 5 * 1024 * 1024)?;
     let max_batch = positive("MAX_BATCH", raw.max_batch, 1000)?;
     let max_record_bytes = positive("MAX_RECORD_BYTES", raw.max_record_bytes, 64 * 1024)?;
+    let max_page_bytes = positive("MAX_PAGE_BYTES", raw.max_page_bytes, 4 * 1024 * 1024)?;
     let rate_limit_per_minute = positive("RATE_LIMIT_PER_MINUTE", raw.rate_limit_per_minute, 100)?;
     let auth_rate_limit_per_minute = positive(
         "AUTH_RATE_LIMIT_PER_MINUTE",
@@ -274,6 +316,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
             pass: raw.db_pass.unwrap_or_default(),
             socket,
             tls,
+            tls_ca,
         },
         jwt_secret: secret.into_bytes(),
         api_base_url: raw.api_base_url.filter(|url| !url.is_empty()),
@@ -281,12 +324,28 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         max_body_bytes,
         max_batch,
         max_record_bytes,
+        max_page_bytes,
         rate_limit_per_minute,
         auth_rate_limit_per_minute,
         tombstone_days,
         require_https,
         log_level,
     })
+}
+
+/// A token secret anyone could guess: a placeholder left in from an
+/// example, or too few distinct bytes to be random (48 random bytes in
+/// base64 have dozens). Such a secret lets anyone sign tokens, so the
+/// binary refuses it at run time, not only in `check`.
+pub fn looks_guessable(secret: &[u8]) -> bool {
+    let mut distinct = secret.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let text = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    let placeholder = ["secret", "changeme", "your_", "example", "password"]
+        .iter()
+        .any(|word| text.contains(word));
+    placeholder || distinct.len() < 12
 }
 
 /// An empty optional number or flag means "use the default", as most
@@ -328,11 +387,24 @@ fn parse_bool(variable: &str, value: Option<&str>, default: bool) -> Result<bool
 #[derive(Default)]
 pub struct EnvFileCache {
     loaded: Option<LoadedEnvFile>,
+    /// `~/healthsync.env` if it exists, looked up once per process.
+    default: Option<Option<String>>,
 }
 
 type LoadedEnvFile = (PathBuf, Option<SystemTime>, Vec<(String, String)>);
 
 impl EnvFileCache {
+    /// `healthsync.env` in the home directory, when that file exists.
+    pub fn default_path(&mut self) -> Option<String> {
+        self.default
+            .get_or_insert_with(|| {
+                let path = home_dir()?.join(DEFAULT_ENV_FILE_NAME);
+                let path = path.is_file().then_some(path)?;
+                path.into_os_string().into_string().ok()
+            })
+            .clone()
+    }
+
     pub fn load(&mut self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         let metadata = std::fs::metadata(path).map_err(|error| {
             problem(
@@ -365,6 +437,35 @@ impl EnvFileCache {
         self.loaded = Some((path.to_owned(), modified, pairs.clone()));
         Ok(pairs)
     }
+}
+
+/// The home directory of the user this process runs as: `HOME` when set
+/// (a login shell), else that user's entry in `/etc/passwd` (suEXEC and
+/// mod_fcgid start the binary with neither `HOME` nor `USER`).
+pub fn home_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        if home.is_absolute() {
+            return Some(home);
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    home_of(&passwd, uid)
+}
+
+/// The home directory of `uid` in a passwd file's text.
+fn home_of(passwd: &str, uid: u32) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [_, _, id, _, _, home, ..] if id.parse() == Ok(uid) && home.starts_with('/') => {
+                Some(PathBuf::from(home))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// The process environment, as far as config is concerned. Variables that
@@ -425,6 +526,7 @@ mod tests {
         assert_eq!(config.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(config.max_batch, 1000);
         assert_eq!(config.max_record_bytes, 64 * 1024);
+        assert_eq!(config.max_page_bytes, 4 * 1024 * 1024);
         assert_eq!(config.rate_limit_per_minute, 100);
         assert_eq!(config.auth_rate_limit_per_minute, 10);
         assert_eq!(config.tombstone_days, 180);
@@ -440,9 +542,71 @@ mod tests {
         check_error(&[("REQUIRE_HTTPS", "maybe")], "REQUIRE_HTTPS");
         check_error(&[("JWT_SECRET_KEY", "short")], "JWT_SECRET_KEY");
         check_error(&[("JWT_SECRET_KEY", "")], "JWT_SECRET_KEY");
+        check_error(
+            &[("JWT_SECRET_KEY", "changeme-changeme-changeme-changeme-0123")],
+            "JWT_SECRET_KEY",
+        );
+        check_error(
+            &[("JWT_SECRET_KEY", "abababababababababababababababababab")],
+            "JWT_SECRET_KEY",
+        );
         check_error(&[("DB_NAME", "")], "DB_NAME");
         check_error(&[("LOG_LEVEL", "loud")], "LOG_LEVEL");
         check_error(&[("DB_HOST", "")], "DB_HOST");
+        check_error(&[("DB_TLS_CA", "/etc/hostname")], "DB_TLS_CA");
+        if cfg!(feature = "tls") {
+            check_error(
+                &[("DB_TLS", "true"), ("DB_TLS_CA", "/nonexistent/ca.pem")],
+                "DB_TLS_CA",
+            );
+        }
+    }
+
+    #[test]
+    fn the_home_directory_file_is_read_when_no_variable_names_one() {
+        let dir = std::env::temp_dir().join(format!("hs-config-home-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let home_file = dir.join(DEFAULT_ENV_FILE_NAME);
+        let named_file = dir.join("named.env");
+        assert!(std::fs::write(&home_file, "DB_NAME=from_home\n").is_ok());
+        assert!(std::fs::write(&named_file, "DB_NAME=from_named\n").is_ok());
+        let mut cache = EnvFileCache {
+            loaded: None,
+            default: Some(Some(home_file.display().to_string())),
+        };
+
+        let from_home = gather(&Variables::new(), None, &mut cache);
+        assert_eq!(
+            from_home
+                .ok()
+                .and_then(|v| v.get("DB_NAME").cloned())
+                .as_deref(),
+            Some("from_home")
+        );
+
+        let mut params = Params::new();
+        params.insert(ENV_FILE_VARIABLE, named_file.display().to_string());
+        let named = gather(&Variables::new(), Some(&params), &mut cache);
+        assert_eq!(
+            named
+                .ok()
+                .and_then(|v| v.get("DB_NAME").cloned())
+                .as_deref(),
+            Some("from_named")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_home_is_found_by_uid_in_a_passwd_file() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      broken line\n\
+                      web:x:1001:1001:Web,,,:/home/web:/bin/sh\n\
+                      nohome:x:1002:1002::relative:/bin/sh\n";
+        assert_eq!(home_of(passwd, 1001), Some(PathBuf::from("/home/web")));
+        assert_eq!(home_of(passwd, 0), Some(PathBuf::from("/root")));
+        assert_eq!(home_of(passwd, 1002), None);
+        assert_eq!(home_of(passwd, 4242), None);
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub fn error_response(error: &ApiError) -> Response {
     }
     let mut response = Response::json(error.status(), &json!({"success": false, "error": body}));
     match error {
-        ApiError::Unauthorized(_) => response.headers.push(("WWW-Authenticate", "Bearer".into())),
+        ApiError::Unauthorized(_) | ApiError::InvalidCredentials => {
+            response.headers.push(("WWW-Authenticate", "Bearer".into()))
+        }
         ApiError::MethodNotAllowed { allow } => response.headers.push(("Allow", (*allow).into())),
         ApiError::RateLimited(state) => response
             .headers

@@ -1,9 +1,7 @@
 //! Rate limits with no daemon: fixed one-minute windows counted in MySQL
 //! (`store::ratelimit`). Per user on data and account routes, per client
-//! address and per email on `/auth/*`. A counter that cannot be written
+//! address on `/auth/*`. A counter that cannot be written
 //! fails the request closed (503), never open.
-
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, RateLimitState};
 use crate::store::db::{Db, StoreError};
@@ -17,16 +15,10 @@ pub fn user_bucket(user_id: &str) -> Vec<u8> {
 }
 
 /// The bucket key of a client address (the connection's, as the web server
-/// reports it; `X-Forwarded-For` is client-controlled and never used).
+/// reports it; `X-Forwarded-For` is client-controlled and never used), an
+/// IPv6 address by its /64 prefix.
 pub fn address_bucket(address: &str) -> Vec<u8> {
-    format!("a:{address}").into_bytes()
-}
-
-/// The bucket key of an email: hashed, so the table holds no address.
-pub fn email_bucket(normalized_email: &str) -> Vec<u8> {
-    let mut key = b"e:".to_vec();
-    key.extend_from_slice(&Sha256::digest(normalized_email.as_bytes()));
-    key
+    format!("a:{}", crate::auth::guessing::address_key(address)).into_bytes()
 }
 
 /// The window a moment falls in.
@@ -82,7 +74,20 @@ pub fn check(
 ) -> Result<RateLimitState, ApiError> {
     let window = window(now_secs);
     let hits = ratelimit::hit(db, bucket, window.start);
+    if let Err(error) = &hits {
+        relieve(db, error, now_secs);
+    }
     judge(db, hits, limit, window)
+}
+
+/// After a failed count: when the counter table is full (a MEMORY table
+/// has a fixed size), deletes the ended windows' counters. The request
+/// that met the full table is still refused; the next one counts.
+pub fn relieve(db: &mut Db, error: &StoreError, now_secs: i64) {
+    if error.code == Some(ratelimit::ER_TABLE_FULL) {
+        // Best effort: if this fails too, the next full table tries again.
+        let _ = ratelimit::delete_expired(db, window(now_secs).start);
+    }
 }
 
 /// Whatever went wrong writing a counter, the request is refused: a limit

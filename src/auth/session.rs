@@ -8,7 +8,7 @@ use crate::auth::{ratelimit, tokens};
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::http::Request;
-use crate::store::db::{Db, Packet, Sets, Slot};
+use crate::store::db::{Db, Packet, Sets, Slot, StoreError};
 use crate::store::ratelimit as counters;
 use crate::store::users::{self, Lock, User};
 
@@ -50,13 +50,22 @@ pub fn push_open(
         )?),
         false => None,
     };
-    let user = users::push_find_by_id(packet, &claims.user_id, lock)?;
+    let user = users::push_find_by_id(packet, &claims.user_id, claims.sid.as_deref(), lock)?;
     Ok(Opening {
         user,
         hit,
         window,
         limit: env.config.rate_limit_per_minute,
     })
+}
+
+/// Runs a packet that carries an opening. A rate-limit table too full to
+/// take a new counter fails the request closed, and sweeps the ended
+/// windows, so the next request counts again: a full table refuses
+/// requests for no longer than a window.
+pub fn run_opening(db: &mut Db, env: &Env, packet: Packet) -> Result<Sets, StoreError> {
+    db.run(packet)
+        .inspect_err(|error| ratelimit::relieve(db, error, env.now_secs()))
 }
 
 /// Reads the opening's results: 401 for a missing user or a revoked
@@ -78,11 +87,12 @@ pub fn finish_open(
     Ok(user)
 }
 
-/// Refuses a missing user, or a token issued before a logout-everywhere,
-/// a password change or an erasure.
+/// Refuses a missing user, a token issued before a logout-everywhere, a
+/// password change or an erasure, and a token of a login that was logged
+/// out or revoked for reuse.
 pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<User, ApiError> {
     let user = user.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
-    if user.token_version != claims.token_version {
+    if user.token_version != claims.token_version || user.login_revoked {
         return Err(ApiError::Unauthorized("The token has been revoked"));
     }
     Ok(user)
@@ -90,7 +100,10 @@ pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<U
 
 /// Reads (and optionally locks) the token's user on its own.
 pub fn load_user(db: &mut Db, claims: &tokens::AccessClaims, lock: Lock) -> Result<User, ApiError> {
-    check_user(users::find_by_id(db, &claims.user_id, lock)?, claims)
+    check_user(
+        users::find_by_id(db, &claims.user_id, claims.sid.as_deref(), lock)?,
+        claims,
+    )
 }
 
 /// The opening of a read-only authenticated route in one round trip: the
@@ -105,7 +118,7 @@ pub fn open<'c, 'a>(
     let mut packet = Packet::new();
     let opening = push_open(&mut packet, &ctx.env, &claims, Lock::None, true)?;
     let (db, env) = ctx.db()?;
-    let mut sets = db.run(packet)?;
+    let mut sets = run_opening(db, env, packet)?;
     let user = finish_open(db, &mut sets, opening, &claims, seen)?;
     Ok(Opened {
         db,
@@ -138,26 +151,6 @@ pub fn limit_address(
         env.config.auth_rate_limit_per_minute,
         env.now_secs(),
     );
-    record(seen, state)
-}
-
-/// Counts an `/auth/*` request against the (normalized) email it names.
-pub fn limit_email(env: &Env, db: &mut Db, email: &str, seen: &mut Seen) -> Result<(), ApiError> {
-    let bucket = ratelimit::email_bucket(email);
-    let state = ratelimit::check(
-        db,
-        &bucket,
-        env.config.auth_rate_limit_per_minute,
-        env.now_secs(),
-    );
-    // The headers report the tighter of the address and email limits.
-    let tighter_already = match (&state, seen.rate_limit) {
-        (Ok(email_state), Some(address_state)) => address_state.remaining <= email_state.remaining,
-        _ => false,
-    };
-    if tighter_already {
-        return Ok(());
-    }
     record(seen, state)
 }
 

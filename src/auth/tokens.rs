@@ -27,6 +27,11 @@ pub struct AccessClaims {
     pub exp: i64,
     pub typ: String,
     pub token_version: u32,
+    /// The login (refresh-token family) this token was issued in: revoking
+    /// the family refuses its access tokens too. Absent from tokens issued
+    /// before it existed, which then answer only to the token version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,13 +52,23 @@ pub struct Pair {
     pub refresh_expires_at: i64,
 }
 
-pub fn issue_pair(
-    secret: &[u8],
-    user_id: &str,
-    email: &str,
-    token_version: u32,
-    now_secs: i64,
-) -> Result<Pair, ApiError> {
+/// Who a pair is for: the user, their token version and the login
+/// (refresh-token family) it belongs to.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub email: &'a str,
+    pub token_version: u32,
+    pub family_id: &'a str,
+}
+
+pub fn issue_pair(secret: &[u8], subject: &Subject, now_secs: i64) -> Result<Pair, ApiError> {
+    let Subject {
+        user_id,
+        email,
+        token_version,
+        family_id,
+    } = *subject;
     let key = EncodingKey::from_secret(secret);
     let header = Header::new(Algorithm::HS256);
     let access = AccessClaims {
@@ -63,6 +78,7 @@ pub fn issue_pair(
         exp: now_secs + ACCESS_TTL_SECS,
         typ: ACCESS.to_owned(),
         token_version,
+        sid: Some(family_id.to_owned()),
     };
     let refresh = RefreshClaims {
         user_id: user_id.to_owned(),
@@ -153,11 +169,21 @@ mod tests {
 
     #[test]
     fn a_pair_verifies_as_its_own_type_only() {
-        let issued = issue_pair(SECRET, "u1", "a@b.c", 3, now());
+        let subject = Subject {
+            user_id: "u1",
+            email: "a@b.c",
+            token_version: 3,
+            family_id: "f1",
+        };
+        let issued = issue_pair(SECRET, &subject, now());
         assert!(issued.is_ok(), "{:?}", issued.as_ref().err());
         let Ok(pair) = issued else { return };
-        let access = verify_access(SECRET, &pair.access).map(|a| (a.user_id, a.token_version));
-        assert_eq!(access.ok(), Some(("u1".to_owned(), 3)));
+        let access =
+            verify_access(SECRET, &pair.access).map(|a| (a.user_id, a.token_version, a.sid));
+        assert_eq!(
+            access.ok(),
+            Some(("u1".to_owned(), 3, Some("f1".to_owned())))
+        );
         assert!(verify_refresh(SECRET, &pair.refresh).is_ok());
         assert!(verify_access(SECRET, &pair.refresh).is_err());
         assert!(verify_refresh(SECRET, &pair.access).is_err());
@@ -176,6 +202,7 @@ mod tests {
                 exp,
                 typ: ACCESS.into(),
                 token_version: 0,
+                sid: None,
             };
             encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default()
         };

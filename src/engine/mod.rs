@@ -107,7 +107,7 @@ pub fn sync(
                 )?);
             }
         }
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         let device = device.clone()?;
@@ -124,7 +124,14 @@ pub fn sync(
         let mut merged = Vec::with_capacity(ask.batches.len());
         for batch in &ask.batches {
             let stored = locked.remove(&batch.entity).unwrap_or_default();
-            merged.push(merge_batch(db, &user.id, batch, stored, &mut counter)?);
+            merged.push(merge_batch(
+                db,
+                &user.id,
+                batch,
+                stored,
+                &mut counter,
+                env.config.max_record_bytes,
+            )?);
         }
         let (page, has_more, page_end) = match (ask.page, page_slot) {
             (Some(page), Some(slot)) => {
@@ -132,8 +139,13 @@ pub fn sync(
                     records::read_page_entries(&mut sets, slot, &Entity::ALL, page.limit)?;
                 let cursor = page.cursor.unwrap_or(Cursor::AfterVersion(0));
                 let rows = records::page_rows(db, &user.id, cursor, &entries)?;
-                let end = entries.last().map(|entry| entry.version);
-                (without_written(rows, &merged), has_more, end)
+                let rows = without_written(rows, &merged);
+                let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+                let end = match cut {
+                    true => rows.last().map(|row| row.version),
+                    false => entries.last().map(|entry| entry.version),
+                };
+                (rows, has_more || cut, end)
             }
             _ => (Vec::new(), false, None),
         };
@@ -257,7 +269,7 @@ pub fn pull(
                 page_slot,
             )
         };
-        let mut sets = db.run(packet)?;
+        let mut sets = session::run_opening(db, env, packet)?;
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         device.clone()?;
@@ -269,6 +281,8 @@ pub fn pull(
             Some(slot) => records::read_changes_of(&mut sets, slot, entity, ask.limit)?,
             None => (Vec::new(), false),
         };
+        let (rows, cut) = records::within_page_bytes(rows, env.config.max_page_bytes);
+        let has_more = has_more || cut;
         Ok((user, rows, has_more))
     };
     let (user, rows, has_more) = if locked {
@@ -414,6 +428,7 @@ fn merge_batch(
     batch: &Batch,
     mut stored: HashMap<String, Stored>,
     counter: &mut u64,
+    max_record_bytes: usize,
 ) -> Result<Merged, ApiError> {
     let entity = batch.entity;
     let mut result = EntityResult {
@@ -430,7 +445,7 @@ fn merge_batch(
         let incoming = &valid.incoming;
         let id = incoming.record.id.clone();
         let current = stored.get(&id);
-        match sync::decide(entity, incoming, current) {
+        match sync::decide(entity, incoming, current, max_record_bytes) {
             Outcome::Insert | Outcome::Update => {
                 let version = next_version();
                 pending.push((incoming.record.clone(), valid.data_json.clone(), version));

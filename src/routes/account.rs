@@ -3,7 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::auth::{password, ratelimit, session};
+use crate::auth::guessing::Account;
+use crate::auth::{password, session};
 use crate::ctx::{Ctx, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -92,14 +93,16 @@ pub fn delete_account(
     let Some(given) = given else {
         return Err(ApiError::Internal("validated password missing".into()));
     };
+    let account = Account::new(&opened.user.email, &request.remote_addr);
+    account.check(opened.db, opened.env.now_millis())?;
     if !password::verify(&given, &opened.user.password_hash) {
+        account.failed(opened.db, opened.env.now_millis())?;
         return Err(ApiError::field("password", "is not the account's password"));
     }
-    let email_bucket = ratelimit::email_bucket(&opened.user.email);
     let claims = &opened.claims;
     db::transaction(opened.db, |tx, _attempt| {
         let locked = session::load_user(tx, claims, Lock::Update)?;
-        Ok::<(), ApiError>(users::erase(tx, &locked, &email_bucket)?)
+        Ok::<(), ApiError>(users::erase(tx, &locked)?)
     })?;
     Ok(ok(200, &json!({"erased": true})))
 }

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::auth::guessing::Account;
 use crate::auth::{password, session, tokens};
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
@@ -79,10 +80,9 @@ pub fn check_name(fields: &mut Fields, raw: &str) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// The body of register and login, counted in the contract's order: the
-/// client address first (every request counts, well-formed or not), then
-/// the body's own checks, then the email it names (normalized) as soon as
-/// it is read, before any other field is validated.
+/// The body of register and login, after the client address is counted
+/// (every request counts, well-formed or not). Per account only wrong
+/// passwords count (`guessing`), never a request as such.
 fn limited_credentials_body(
     env: &Env,
     db: &mut Db,
@@ -90,11 +90,7 @@ fn limited_credentials_body(
     seen: &mut Seen,
 ) -> Result<Map<String, Value>, ApiError> {
     session::limit_address(env, db, &request.remote_addr, seen)?;
-    let body = body::required_object(request)?;
-    if let Some(raw) = body.get("email").and_then(Value::as_str) {
-        session::limit_email(env, db, &raw.trim().to_lowercase(), seen)?;
-    }
-    Ok(body)
+    body::required_object(request)
 }
 
 fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
@@ -105,15 +101,20 @@ fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
     data
 }
 
-/// A new pair for an existing user at a token version.
-fn issue_for(env: &Env, user: &User, token_version: u32) -> Result<tokens::Pair, ApiError> {
-    tokens::issue_pair(
-        &env.config.jwt_secret,
-        &user.id,
-        &user.email,
+/// A new pair for an existing user at a token version, in a login.
+fn issue_for(
+    env: &Env,
+    user: &User,
+    token_version: u32,
+    family_id: &str,
+) -> Result<tokens::Pair, ApiError> {
+    let subject = tokens::Subject {
+        user_id: &user.id,
+        email: &user.email,
         token_version,
-        env.now_secs(),
-    )
+        family_id,
+    };
+    tokens::issue_pair(&env.config.jwt_secret, &subject, env.now_secs())
 }
 
 fn store_refresh(
@@ -171,8 +172,14 @@ pub fn post_register(
     let password_hash = password::hash(&password)?;
     let user_id = uuid::Uuid::new_v4().to_string();
     let now = env.now_millis();
-    let pair = tokens::issue_pair(&env.config.jwt_secret, &user_id, &email, 0, env.now_secs())?;
     let family_id = uuid::Uuid::new_v4().to_string();
+    let subject = tokens::Subject {
+        user_id: &user_id,
+        email: &email,
+        token_version: 0,
+        family_id: &family_id,
+    };
+    let pair = tokens::issue_pair(&env.config.jwt_secret, &subject, env.now_secs())?;
     db::transaction(db, |tx, _attempt| {
         let inserted = users::insert(
             tx,
@@ -209,26 +216,41 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
         return Err(ApiError::Internal("validated login fields missing".into()));
     };
 
-    // Unknown email and wrong password: same answer, same work.
-    let user = match normalize_email(&email) {
+    // Unknown email and wrong password: same answer, same work, same count.
+    let normalized = normalize_email(&email);
+    let account = Account::new(
+        normalized.as_deref().unwrap_or(email.trim()),
+        &request.remote_addr,
+    );
+    account.check(db, env.now_millis())?;
+    let user = match normalized {
         Ok(email) => users::find_by_email(db, &email)?,
         Err(_) => None,
     };
     let user = match user {
         Some(user) if password::verify(&password, &user.password_hash) => user,
-        Some(_) => return Err(ApiError::InvalidCredentials),
+        Some(_) => {
+            account.failed(db, env.now_millis())?;
+            return Err(ApiError::InvalidCredentials);
+        }
         None => {
             password::verify_dummy(&password);
+            account.failed(db, env.now_millis())?;
             return Err(ApiError::InvalidCredentials);
         }
     };
     seen.user_id = Some(user.id.clone());
     let now = env.now_millis();
-    let pair = issue_for(env, &user, user.token_version)?;
     let family_id = uuid::Uuid::new_v4().to_string();
+    let pair = issue_for(env, &user, user.token_version, &family_id)?;
     db::transaction(db, |tx, _attempt| {
+        // Under the user's row, shared: a login racing the account's
+        // erasure either lands before it (and is erased with it) or finds
+        // no account, never leaving a token of an erased user behind.
+        users::find_by_id(tx, &user.id, None, Lock::Share)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_expired(tx, &user.id, now)?;
-        store_refresh(tx, &user.id, &family_id, &pair, now)
+        Ok::<(), ApiError>(store_refresh(tx, &user.id, &family_id, &pair, now)?)
     })?;
     let mut data = token_data(&pair);
     data.insert(
@@ -261,19 +283,30 @@ pub fn post_refresh(
     let hash = tokens::hash(presented);
     let now = env.now_millis();
     let outcome = db::transaction(db, |tx, _attempt| {
+        // The user row first, as pushes, logout and password changes take
+        // it: a rotation and a revocation of one family never interleave,
+        // so a revocation cannot miss the token a rotation inserts.
+        let user = users::find_by_id(tx, &claims.user_id, None, Lock::Update)?
+            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
+        if user.token_version != claims.token_version {
+            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
+        }
         let stored = token_rows::lock(tx, &claims.user_id, &hash)?
             .ok_or(ApiError::Unauthorized("The refresh token is not valid"))?;
         if stored.revoked {
             return Err(ApiError::Unauthorized("The refresh token has been revoked"));
         }
-        let user = users::find_by_id(tx, &claims.user_id, Lock::None)?
-            .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
-        if user.token_version != claims.token_version {
-            return Err(ApiError::Unauthorized("The refresh token has been revoked"));
-        }
+        let pair = issue_for(env, &user, user.token_version, &stored.family_id)?;
         match stored.spent_at {
-            None => token_rows::mark_spent(tx, &claims.user_id, &hash, now)?,
-            Some(spent_at) if !stored.grace_used && now - spent_at <= REFRESH_GRACE_SECS * 1000 => {
+            None => token_rows::mark_spent(tx, &claims.user_id, &hash, now, &pair.refresh_hash)?,
+            // The answer to the first rotation was lost: rotate once more,
+            // but only while the token it was rotated into is unused. A
+            // replay after the owner moved on is a stolen token.
+            Some(spent_at)
+                if !stored.grace_used
+                    && now - spent_at <= REFRESH_GRACE_SECS * 1000
+                    && !token_rows::successor_used(tx, &claims.user_id, stored.successor)? =>
+            {
                 token_rows::mark_grace_used(tx, &claims.user_id, &hash)?
             }
             Some(_) => {
@@ -281,7 +314,6 @@ pub fn post_refresh(
                 return Ok(Refreshed::Revoked);
             }
         }
-        let pair = issue_for(env, &user, user.token_version)?;
         store_refresh(tx, &user.id, &stored.family_id, &pair, now)?;
         Ok(Refreshed::Rotated(pair))
     })?;
@@ -322,6 +354,8 @@ pub fn post_logout(
         Some(refresh_token) => {
             let hash = tokens::hash(&refresh_token);
             db::transaction(db, |tx, _attempt| {
+                // The user row first, as a rotation takes it.
+                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
                 let stored = token_rows::lock(tx, &claims.user_id, &hash)?.ok_or_else(|| {
                     ApiError::field("refresh_token", "is not a refresh token of this account")
                 })?;
@@ -336,7 +370,7 @@ pub fn post_logout(
         }
         None => {
             db::transaction(db, |tx, _attempt| {
-                users::find_by_id(tx, &claims.user_id, Lock::Update)?;
+                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
                 users::bump_token_version(tx, &claims.user_id, now)?;
                 token_rows::delete_all(tx, &claims.user_id)
             })?;
@@ -364,7 +398,10 @@ pub fn post_password(
             "validated password fields missing".into(),
         ));
     };
+    let account = Account::new(&user.email, &request.remote_addr);
+    account.check(db, env.now_millis())?;
     if !password::verify(&current, &user.password_hash) {
+        account.failed(db, env.now_millis())?;
         return Err(ApiError::field(
             "current_password",
             "is not the account's password",
@@ -383,7 +420,7 @@ pub fn post_password(
         let token_version = users::set_password(tx, &user.id, &new_hash, now)?
             .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_all(tx, &user.id)?;
-        let pair = issue_for(env, &user, token_version)?;
+        let pair = issue_for(env, &user, token_version, &family_id)?;
         store_refresh(tx, &user.id, &family_id, &pair, now)?;
         Ok(pair)
     })?;

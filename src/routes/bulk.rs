@@ -18,9 +18,10 @@ use crate::store::records::Cursor;
 use crate::sync::Entity;
 
 pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
+    // The token before the body (contract section 7, v2).
+    let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_body(request, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
-    let claims = session::access_claims(&ctx.env, request, seen)?;
     let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
     let mut results = synced.results;
     let sections = Entity::ALL

@@ -55,9 +55,11 @@ pub fn post_sync(
     entity: Entity,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    // The token before the body (contract section 7, v2): no one without
+    // a valid token makes the server parse anything.
+    let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_push_body(request, entity, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
-    let claims = session::access_claims(&ctx.env, request, seen)?;
     let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
     let result = synced.results.into_iter().next().map(|(_, result)| result);
     Ok(ok(

@@ -39,6 +39,28 @@ const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// A unique key already holds the value.
 pub const ER_DUP_ENTRY: u16 = 1062;
 
+/// Server errors about the statement or its data, not the server's state.
+const NEVER_BETTER_ON_RETRY: &[u16] = &[
+    1048, // column cannot be null
+    1052, // ambiguous column
+    1054, // unknown column
+    1062, // duplicate entry
+    1064, // syntax
+    1136, // column count does not match value count
+    1210, // wrong arguments to a statement
+    1264, // out of range value
+    1265, // data truncated
+    1292, // incorrect (date, number) value
+    1364, // field has no default value
+    1366, // incorrect value for a column (e.g. charset)
+    1406, // data too long
+    1451, // a foreign key refuses the delete
+    1452, // a foreign key refuses the insert
+    3140, // invalid JSON text (MySQL)
+    3819, // check constraint violated (MySQL)
+    4025, // CONSTRAINT ... failed (MariaDB: a JSON_VALID check)
+];
+
 /// Statements run once per new connection, in one round trip.
 ///
 /// READ COMMITTED: REPEATABLE READ takes gap locks, and a `FOR UPDATE` of
@@ -103,18 +125,20 @@ impl std::fmt::Display for StoreError {
 }
 
 impl From<mysql::Error> for StoreError {
-    /// A database fault is `Unavailable`, never `Broken`: the server being
-    /// unreachable, refusing us, dropping the connection, running out of
-    /// connections or locks. Only errors that can only be our own bug (a
-    /// malformed statement, a type mismatch in a row) are `Broken`.
+    /// A database fault is `Unavailable`: the server being unreachable,
+    /// refusing us, dropping the connection, running out of connections,
+    /// space or locks; running the request again later may succeed. An
+    /// error that the same statement would meet again (a malformed
+    /// statement, a type mismatch in a row, a duplicate key, a value too
+    /// long, invalid JSON, a failed constraint) is `Broken`: a 503 would
+    /// send every device into retrying the same batch forever.
     fn from(error: mysql::Error) -> StoreError {
         let cause = format!("mysql: {error}");
         let (kind, code) = match &error {
             mysql::Error::MySqlError(e) => (
                 match e.code {
                     ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT => StoreErrorKind::Contention,
-                    // Syntax, unknown column, wrong arguments: a bug in our SQL.
-                    1064 | 1054 | 1210 => StoreErrorKind::Broken,
+                    code if NEVER_BETTER_ON_RETRY.contains(&code) => StoreErrorKind::Broken,
                     _ => StoreErrorKind::Unavailable,
                 },
                 Some(e.code),
@@ -167,11 +191,19 @@ pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
         .write_timeout(Some(IO_TIMEOUT))
         .init(vec![SESSION_SETUP]);
     if config.tls {
-        builder = with_tls(builder);
+        builder = with_tls(builder, config.tls_ca.as_deref());
     }
     let started = Instant::now();
-    let conn = Conn::new(builder)
-        .map_err(|error| StoreError::unavailable(format!("mysql connect: {error}")))?;
+    // Any failure to connect is an outage to the client; the server's code
+    // stays for the operator's hints (`healthsync check`).
+    let conn = Conn::new(builder).map_err(|error| StoreError {
+        kind: StoreErrorKind::Unavailable,
+        code: match &error {
+            mysql::Error::MySqlError(e) => Some(e.code),
+            _ => None,
+        },
+        cause: format!("mysql connect: {error}"),
+    })?;
     Ok(Db {
         conn,
         spent: started.elapsed(),
@@ -179,13 +211,18 @@ pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
     })
 }
 
+/// TLS with the server's certificate verified, name included, against the
+/// public roots and the configured CA file if any. Never unverified: a
+/// certificate that does not check out is a failed connect.
 #[cfg(feature = "tls")]
-fn with_tls(builder: OptsBuilder) -> OptsBuilder {
-    builder.ssl_opts(mysql::SslOpts::default())
+fn with_tls(builder: OptsBuilder, ca: Option<&std::path::Path>) -> OptsBuilder {
+    let opts = mysql::SslOpts::default()
+        .with_root_cert_path(ca.map(|path| std::borrow::Cow::Owned(path.to_owned())));
+    builder.ssl_opts(opts)
 }
 
 #[cfg(not(feature = "tls"))]
-fn with_tls(builder: OptsBuilder) -> OptsBuilder {
+fn with_tls(builder: OptsBuilder, _ca: Option<&std::path::Path>) -> OptsBuilder {
     // Unreachable in practice: config refuses DB_TLS=true in such a build,
     // and the crate would panic on TLS options without TLS support.
     builder
@@ -607,6 +644,14 @@ mod tests {
         assert_eq!(server(1205), StoreErrorKind::Contention);
         assert_eq!(server(1064), StoreErrorKind::Broken);
         assert_eq!(server(1040), StoreErrorKind::Unavailable);
-        assert_eq!(server(ER_DUP_ENTRY), StoreErrorKind::Unavailable);
+        assert_eq!(server(ER_DUP_ENTRY), StoreErrorKind::Broken);
+        assert_eq!(server(1406), StoreErrorKind::Broken);
+        assert_eq!(server(4025), StoreErrorKind::Broken);
+        assert_eq!(server(3140), StoreErrorKind::Broken);
+        assert_eq!(server(1452), StoreErrorKind::Broken);
+        // Outages and resource limits stay retryable.
+        assert_eq!(server(1053), StoreErrorKind::Unavailable);
+        assert_eq!(server(1114), StoreErrorKind::Unavailable);
+        assert_eq!(server(1927), StoreErrorKind::Unavailable);
     }
 }

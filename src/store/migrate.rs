@@ -14,11 +14,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A new one is appended, never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../sql/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../sql/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "v2_security",
+        sql: include_str!("../../sql/0002_v2_security.sql"),
+    },
+];
 
 /// The schema version this binary needs.
 pub fn latest_version() -> u32 {
@@ -242,8 +249,18 @@ mod tests {
 
     #[test]
     fn edited_migrations_are_detected() {
-        let good = vec![(1, MIGRATIONS[0].checksum())];
-        assert_eq!(compare(&good), SchemaState::Current(1));
+        let good: Vec<(u32, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.checksum()))
+            .collect();
+        assert_eq!(compare(&good), SchemaState::Current(latest_version()));
+        assert_eq!(
+            compare(&good[..1]),
+            SchemaState::Behind {
+                database: 1,
+                binary: latest_version()
+            }
+        );
         let edited = vec![(1, "0".repeat(64))];
         assert_eq!(compare(&edited), SchemaState::Edited("0001_initial".into()));
         assert_eq!(compare(&[]), SchemaState::Empty);

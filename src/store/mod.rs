@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod guesses;
 pub mod health;
 pub mod migrate;
 pub mod purge;

@@ -7,6 +7,9 @@ use mysql::Value;
 
 use crate::store::db::{Db, Packet, Sets, Slot, StoreError, Written};
 
+/// "The table is full": a MEMORY table at its size limit.
+pub const ER_TABLE_FULL: u16 = 1114;
+
 /// Assignments apply left to right: `hits` reads the old window_start.
 const HIT: &str = r"INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, ?, 1)
     ON DUPLICATE KEY UPDATE

@@ -368,6 +368,23 @@ pub fn read_changes_of(
     Ok(at_most(rows, limit))
 }
 
+/// A page's rows up to `max_bytes` of compact JSON (contract section 5,
+/// v2): at least one record, then none that would carry the total past
+/// the limit. True when records were left out.
+pub fn within_page_bytes(mut rows: Vec<Pulled>, max_bytes: usize) -> (Vec<Pulled>, bool) {
+    let mut total = 0usize;
+    let fits = rows
+        .iter()
+        .position(|row| {
+            total = total.saturating_add(crate::sync::compact_len(row));
+            total > max_bytes
+        })
+        .map_or(rows.len(), |first_over| first_over.max(1));
+    let cut = fits < rows.len();
+    rows.truncate(fits);
+    (rows, cut)
+}
+
 /// A page asked for with one row more than `limit`: that row only says
 /// whether more remain.
 fn at_most<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
@@ -552,6 +569,9 @@ pub fn push_touch_last_sync(
 
 /// Records a device's last sync (`X-Device-Id`). Unchanged position and a
 /// recent time leave the row as it is, so a repeated pull writes nothing.
+/// Inserted only while the user exists, read under a shared lock: a pull
+/// that races `DELETE /account` waits for the erasure and then writes
+/// nothing, instead of leaving a row of an erased user behind.
 pub fn push_record_device(
     packet: &mut Packet,
     user_id: &str,
@@ -560,17 +580,18 @@ pub fn push_record_device(
     sync_token: u64,
 ) -> Result<Slot, StoreError> {
     packet.push(
-        r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token) VALUES (?, ?, ?, ?)
+        r"INSERT INTO sync_status (user_id, device_id, last_sync_at, last_sync_token)
+          SELECT id, ?, ?, ? FROM users WHERE id = ? LOCK IN SHARE MODE
           ON DUPLICATE KEY UPDATE
-            last_sync_at = IF(last_sync_token <> VALUES(last_sync_token)
-                              OR last_sync_at < VALUES(last_sync_at) - INTERVAL 60 SECOND,
-                              VALUES(last_sync_at), last_sync_at),
+            last_sync_at = IF(sync_status.last_sync_token <> VALUES(last_sync_token)
+                              OR sync_status.last_sync_at < VALUES(last_sync_at) - INTERVAL 60 SECOND,
+                              VALUES(last_sync_at), sync_status.last_sync_at),
             last_sync_token = VALUES(last_sync_token)",
         &[
-            Value::from(user_id),
             Value::from(device_id),
             clock::to_sql(now),
             Value::from(sync_token),
+            Value::from(user_id),
         ],
     )
 }

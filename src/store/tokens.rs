@@ -33,6 +33,8 @@ pub fn insert(db: &mut Db, token: &NewToken) -> Result<(), StoreError> {
 pub struct Stored {
     pub family_id: String,
     pub spent_at: Option<i64>,
+    /// The token this one was rotated into, once spent.
+    pub successor: Option<[u8; 32]>,
     pub grace_used: bool,
     pub revoked: bool,
 }
@@ -41,7 +43,7 @@ pub struct Stored {
 /// serialized here, and each sees what the one before it did.
 pub fn lock(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
     let row: Option<Row> = db.exec_first(
-        r"SELECT family_id, spent_at, grace_used, revoked_at IS NOT NULL
+        r"SELECT family_id, spent_at, grace_used, revoked_at IS NOT NULL, successor_hash
           FROM refresh_tokens WHERE user_id = ? AND token_hash = ? FOR UPDATE",
         (user_id, &hash[..]),
     )?;
@@ -56,20 +58,51 @@ pub fn lock(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<Option<Stored
         .and_then(|v| clock::from_sql(&v));
     let grace_used = row.take_opt::<u8, _>(2).and_then(Result::ok).unwrap_or(0) != 0;
     let revoked = row.take_opt::<u8, _>(3).and_then(Result::ok).unwrap_or(1) != 0;
+    let successor = row
+        .take_opt::<Option<Vec<u8>>, _>(4)
+        .and_then(Result::ok)
+        .flatten()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
     Ok(Some(Stored {
         family_id,
         spent_at,
+        successor,
         grace_used,
         revoked,
     }))
 }
 
-pub fn mark_spent(db: &mut Db, user_id: &str, hash: &[u8; 32], now: i64) -> Result<(), StoreError> {
+/// Spends a token, naming the one it was rotated into.
+pub fn mark_spent(
+    db: &mut Db,
+    user_id: &str,
+    hash: &[u8; 32],
+    now: i64,
+    successor: &[u8; 32],
+) -> Result<(), StoreError> {
     db.exec_write(
-        "UPDATE refresh_tokens SET spent_at = ? WHERE user_id = ? AND token_hash = ?",
-        (clock::to_sql(now), user_id, &hash[..]),
+        "UPDATE refresh_tokens SET spent_at = ?, successor_hash = ? WHERE user_id = ? AND token_hash = ?",
+        (clock::to_sql(now), &successor[..], user_id, &hash[..]),
     )?;
     Ok(())
+}
+
+/// Whether the token a spent one was rotated into has been presented
+/// itself (or is gone, or unknown: then the safe answer is yes).
+pub fn successor_used(
+    db: &mut Db,
+    user_id: &str,
+    successor: Option<[u8; 32]>,
+) -> Result<bool, StoreError> {
+    let Some(successor) = successor else {
+        return Ok(true);
+    };
+    let unused: Option<u8> = db.exec_first(
+        r"SELECT 1 FROM refresh_tokens
+          WHERE user_id = ? AND token_hash = ? AND spent_at IS NULL AND revoked_at IS NULL",
+        (user_id, &successor[..]),
+    )?;
+    Ok(unused.is_none())
 }
 
 pub fn mark_grace_used(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<(), StoreError> {

@@ -3,6 +3,8 @@
 //! It owns the four rules, the per-entity strategies and the derived id of a kept-both meal.
 //! It must not do IO, read a clock, draw random ids, panic or fail: every input has an outcome.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -66,9 +68,15 @@ pub enum Outcome {
 }
 
 /// Applies the four rules of section 4 to one pushed record of `entity`, against the row the
-/// server holds under the same id (None when there is none).
+/// server holds under the same id (None when there is none). A merge whose `data` would come
+/// to more than `max_record_bytes` as compact JSON is resolved by last write wins instead.
 #[must_use]
-pub fn decide(entity: Entity, incoming: &Incoming, stored: Option<&Stored>) -> Outcome {
+pub fn decide(
+    entity: Entity,
+    incoming: &Incoming,
+    stored: Option<&Stored>,
+    max_record_bytes: usize,
+) -> Outcome {
     let stored = match stored {
         None => return Outcome::Insert,
         Some(stored) => stored,
@@ -81,7 +89,7 @@ pub fn decide(entity: Entity, incoming: &Incoming, stored: Option<&Stored>) -> O
     if is_plain_update(incoming, stored) {
         return Outcome::Update;
     }
-    resolve_concurrent_edit(entity, &incoming.record, &stored.record)
+    resolve_concurrent_edit(entity, &incoming.record, &stored.record, max_record_bytes)
 }
 
 /// For a meal kept both: the client's record, re-keyed by the caller to the derived id, against
@@ -152,23 +160,30 @@ impl<'records> WriteOrder<'records> {
 }
 
 /// Rule 4.
-fn resolve_concurrent_edit(entity: Entity, client: &Record, server: &Record) -> Outcome {
+fn resolve_concurrent_edit(
+    entity: Entity,
+    client: &Record,
+    server: &Record,
+    max_record_bytes: usize,
+) -> Outcome {
     // A deletion is never merged into: reviving a record with the other side's fields, or
     // copying a deleted meal, would resurrect what a user removed. So last write wins first.
     if client.deleted_at.is_some() || server.deleted_at.is_some() {
         return last_write_wins(client, server);
     }
     let order = WriteOrder::of(client, server);
-    match entity {
-        Entity::HealthMetrics => {
-            label_resolution(merge_health_metrics(&client.id, &order), client, server)
-        }
-        Entity::Medications => {
-            label_resolution(merge_medications(&client.id, &order), client, server)
-        }
-        Entity::Meals => resolve_meal_edit(client, server),
-        Entity::Exercises | Entity::MealPlans => last_write_wins(client, server),
+    let merged = match entity {
+        Entity::HealthMetrics => merge_health_metrics(&client.id, &order),
+        Entity::Medications => merge_medications(&client.id, &order),
+        Entity::Meals => return resolve_meal_edit(client, server),
+        Entity::Exercises | Entity::MealPlans => return last_write_wins(client, server),
+    };
+    // Two records each within the limit can merge into one past it; stored, it would be
+    // refused on every later push of it.
+    if super::compact_len(&merged.data) > max_record_bytes {
+        return last_write_wins(client, server);
     }
+    label_resolution(merged, client, server)
 }
 
 /// The same meal edited on two devices is last write wins. Different dates cannot be merged
@@ -302,10 +317,13 @@ fn merge_medications(original_id: &str, order: &WriteOrder) -> Record {
 
 /// Appends the loser's elements the winner does not hold, by JSON value, in the loser's order.
 /// Checked against the growing result so a duplicate within the loser is not introduced
-/// either; duplicates already in the winner are its own and stay.
+/// either; duplicates already in the winner are its own and stay. Linear in both sides:
+/// elements are compared by their compact JSON (object keys sorted, numbers in one spelling),
+/// which is equal exactly when the values are.
 fn append_missing_elements(winner_elements: &mut Vec<Value>, loser_elements: &[Value]) {
+    let mut held: HashSet<String> = winner_elements.iter().map(Value::to_string).collect();
     for element in loser_elements {
-        if !winner_elements.contains(element) {
+        if held.insert(element.to_string()) {
             winner_elements.push(element.clone());
         }
     }
@@ -333,6 +351,8 @@ mod tests {
     const ID: &str = "3f2b8c1e-6a4d-4e5f-9a7b-1c2d3e4f5a6b";
     const OTHER_ID: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
     const NO_ROW: Option<Stored> = None;
+    /// `MAX_RECORD_BYTES`' default.
+    const LIMIT: usize = 64 * 1024;
 
     /// The expected outcome, written without repeating the incoming record.
     enum Expect {
@@ -425,7 +445,7 @@ mod tests {
 
     fn check(entity: Entity, incoming: Incoming, stored: Option<Stored>, expect: Expect) {
         let wanted = expected_outcome(expect, &incoming.record);
-        assert_eq!(decide(entity, &incoming, stored.as_ref()), wanted);
+        assert_eq!(decide(entity, &incoming, stored.as_ref(), LIMIT), wanted);
     }
 
     fn check_derived(incoming: Record, stored: Option<Stored>, expect: Expect) {
@@ -1498,7 +1518,7 @@ mod tests {
         let derived_id = "7198061c-55a0-5b11-b9ac-ea822911b89d".to_owned();
         let stored = held(json!({"date": "2024-01-02"}), 10, 3);
         assert_eq!(
-            decide(Meals, &incoming, stored.as_ref()),
+            decide(Meals, &incoming, stored.as_ref(), LIMIT),
             Outcome::KeepBoth { derived_id }
         );
     }
@@ -1665,5 +1685,94 @@ mod tests {
             labels,
             ["client_wins", "server_wins", "merged", "kept_both"]
         );
+    }
+
+    /// Distinct side effects, `count` of them, each `"<prefix> <n>"`.
+    fn side_effects(prefix: &str, count: usize) -> Value {
+        Value::Array((0..count).map(|n| json!(format!("{prefix} {n}"))).collect())
+    }
+
+    #[test]
+    fn a_merge_past_the_record_limit_is_last_write_wins() {
+        // Each side alone is within the limit; their union is not.
+        let client = sent(
+            json!({"name": "a", "sideEffects": side_effects("client", 3000)}),
+            2000,
+            Some(1),
+        );
+        let server = held(
+            json!({"name": "a", "sideEffects": side_effects("server", 3000)}),
+            1000,
+            2,
+        );
+        let client_len = crate::sync::compact_len(&client.record.data);
+        assert!(client_len < LIMIT && 2 * client_len > LIMIT, "{client_len}");
+
+        let outcome = decide(Medications, &client, server.as_ref(), LIMIT);
+        assert_eq!(outcome, expected_outcome(ClientWins, &client.record));
+
+        // The same pair under a limit that holds the union merges as before.
+        let outcome = decide(Medications, &client, server.as_ref(), 4 * LIMIT);
+        let Outcome::Conflict {
+            resolution: Resolution::Merged,
+            store: Some(merged),
+        } = outcome
+        else {
+            panic!("expected a merge, got {outcome:?}");
+        };
+        assert_eq!(
+            merged.data["sideEffects"].as_array().map(Vec::len),
+            Some(6000)
+        );
+    }
+
+    #[test]
+    fn a_health_metrics_merge_past_the_limit_keeps_the_later_side() {
+        let notes = |fill: &str| json!(fill.repeat(LIMIT * 2 / 3));
+        let client = sent(
+            json!({"type": "weight", "notes": notes("c")}),
+            1000,
+            Some(1),
+        );
+        let server = held(json!({"type": "weight", "notes": notes("s")}), 2000, 2);
+        assert_eq!(
+            decide(HealthMetrics, &client, server.as_ref(), LIMIT),
+            expected_outcome(ServerWins, &client.record)
+        );
+    }
+
+    #[test]
+    fn a_union_compares_values_not_spellings() {
+        let mut winner = vec![json!({"a": 1, "b": [1.0]}), json!(100.0)];
+        let loser = [
+            json!({"b": [1.0], "a": 1}),
+            json!(1e2),
+            json!(1.0),
+            json!(1),
+            json!(1),
+        ];
+        append_missing_elements(&mut winner, &loser);
+        assert_eq!(
+            winner,
+            vec![
+                json!({"a": 1, "b": [1.0]}),
+                json!(100.0),
+                json!(1.0),
+                json!(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_union_of_large_lists_keeps_every_distinct_element_once() {
+        let Value::Array(mut winner) = side_effects("same", 20_000) else {
+            return;
+        };
+        let Value::Array(loser) = side_effects("same", 30_000) else {
+            return;
+        };
+        append_missing_elements(&mut winner, &loser);
+        assert_eq!(winner.len(), 30_000);
+        assert_eq!(winner[29_999], json!("same 29999"));
     }
 }

@@ -7,6 +7,27 @@ pub mod merge;
 
 pub use merge::{decide, decide_derived, Outcome, Resolution};
 
+/// The length of a value as compact JSON (the measure of `MAX_RECORD_BYTES`
+/// and `MAX_PAGE_BYTES`), counted without building the text. A value that
+/// cannot be serialized counts as too large for any limit.
+pub fn compact_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// One kind of synced record. Each has its own table and its own merge strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Entity {

@@ -184,13 +184,16 @@ pub fn database_down_is_service_unavailable_with_retry_after(instance: &Instance
     );
 }
 
-/// The `.htaccess` refuses the binary under its own names (it answers only
-/// through `/api/`), dotfiles and files that must never be public, whether
+/// The `.htaccess` refuses the binary under its own names, with a path
+/// after them or not (it answers only through `/api/`), dotfiles and files that must never be public, whether
 /// or not they exist; an ordinary file is still served.
 pub fn binaries_and_private_files_are_not_served_directly(instance: &Instance) {
     for path in [
         "/healthsync.fcgi",
         "/healthsync.cgi",
+        "/healthsync.fcgi/health",
+        "/healthsync.cgi/health",
+        "/healthsync.cgi/api/health",
         "/.htaccess",
         "/.env",
         "/healthsync.env",

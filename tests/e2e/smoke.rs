@@ -81,18 +81,22 @@ fn directive(conf: &str, name: &str) -> Option<u64> {
 }
 
 /// The largest body that instance's Apache passes to the binary, from its
-/// configuration: LimitRequestBody in both modes, and mod_fcgid's
-/// FcgidMaxRequestLen (131072 when unset) in FastCGI mode.
+/// configuration. CGI: LimitRequestBody (the .htaccess's, which overrides
+/// the server's for the document root). FastCGI: mod_fcgid's
+/// FcgidMaxRequestLen (131072 when unset) and the server's
+/// LimitRequestBody (the .htaccess sets its own for CGI alone).
 fn configured_body_cap(instance: &Instance) -> u64 {
     let conf = instance.httpd_conf();
-    let limit_request_body = directive(&conf, "LimitRequestBody")
+    let server_limit = directive(&conf, "LimitRequestBody")
         .filter(|limit| *limit > 0)
         .unwrap_or(u64::MAX);
     match instance.mode {
-        Mode::Cgi => limit_request_body,
+        Mode::Cgi => directive(&instance.htaccess(), "LimitRequestBody")
+            .filter(|limit| *limit > 0)
+            .unwrap_or(server_limit),
         Mode::FastCgi => directive(&conf, "FcgidMaxRequestLen")
             .unwrap_or(131_072)
-            .min(limit_request_body),
+            .min(server_limit),
     }
 }
 

@@ -179,6 +179,9 @@ fn login_answers_unknown_email_and_wrong_password_alike() {
     unknown.expect(401, "INVALID_CREDENTIALS");
     wrong.expect(401, "INVALID_CREDENTIALS");
     assert_eq!(unknown.body, wrong.body);
+    // Contract section 1: every 401 names the scheme.
+    assert_eq!(unknown.header("WWW-Authenticate"), Some("Bearer"));
+    assert_eq!(wrong.header("WWW-Authenticate"), Some("Bearer"));
     let data = db
         .post(
             "/api/auth/login",
@@ -397,6 +400,202 @@ fn concurrent_refreshes_with_one_token_are_one_rotation_and_one_grace_rotation()
     );
 }
 
+#[test]
+fn a_replay_after_the_successor_was_used_revokes_the_family_with_its_access_tokens() {
+    let db = TestDb::new();
+    let user = register(&db, "replayed@example.com");
+    let other = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let (access1, refresh1) = pair(refresh(&db, &user.refresh).ok());
+    // Using the successor's access token is not presenting the successor.
+    db.get("/api/account").token(&access1).send().ok();
+    let (access2, refresh2) = pair(refresh(&db, &refresh1).ok());
+    // Within the grace period, but the owner has moved on: a captured copy
+    // of the first token is refused, and the family is revoked.
+    refresh(&db, &user.refresh).expect(401, "UNAUTHORIZED");
+    refresh(&db, &refresh2).expect(401, "UNAUTHORIZED");
+    // Every access token issued in that family goes with it.
+    for access in [&user.token, &access1, &access2] {
+        db.get("/api/account")
+            .token(access)
+            .send()
+            .expect(401, "UNAUTHORIZED");
+    }
+    // The user's other login keeps working.
+    db.get("/api/meals")
+        .token(other["token"].as_str().unwrap_or_default())
+        .send()
+        .ok();
+    refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok();
+}
+
+#[test]
+fn logout_naming_a_refresh_token_refuses_that_logins_access_tokens() {
+    let db = TestDb::new();
+    let user = register(&db, "signedout@example.com");
+    let other = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let other_access = other["token"].as_str().unwrap_or_default();
+    db.post("/api/auth/logout", &json!({"refresh_token": user.refresh}))
+        .token(other_access)
+        .send()
+        .ok();
+    db.get("/api/meals")
+        .token(&user.token)
+        .send()
+        .expect(401, "UNAUTHORIZED");
+    db.get("/api/meals").token(other_access).send().ok();
+}
+
+/// Revocation and rotation of one family take the user row first, so a
+/// logout cannot miss the token a concurrent refresh inserts: whatever
+/// the order, once both have answered, nothing of that family works.
+#[test]
+fn a_logout_racing_a_refresh_leaves_no_working_token_in_the_family() {
+    let db = TestDb::new();
+    let user = register(&db, "racer@example.com");
+    let keeper = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+        )
+        .send()
+        .ok()
+        .clone();
+    let keeper_access = keeper["token"].as_str().unwrap_or_default().to_owned();
+    for round in 0..12 {
+        let login = db
+            .post(
+                "/api/auth/login",
+                &json!({"email": user.email, "password": user.password}),
+            )
+            .send()
+            .ok()
+            .clone();
+        let (access, refresh_token) = pair(&login);
+        let (rotated, logged_out) = std::thread::scope(|scope| {
+            let rotation = scope.spawn(|| refresh(&db, &refresh_token));
+            let logout = scope.spawn(|| {
+                db.post("/api/auth/logout", &json!({"refresh_token": refresh_token}))
+                    .token(&keeper_access)
+                    .send()
+            });
+            (rotation.join(), logout.join())
+        });
+        let (Ok(rotated), Ok(logged_out)) = (rotated, logged_out) else {
+            panic!("round {round}: a request thread panicked");
+        };
+        logged_out.ok();
+        if rotated.status == 200 {
+            let (new_access, new_refresh) = pair(rotated.data());
+            refresh(&db, &new_refresh).expect(401, "UNAUTHORIZED");
+            db.get("/api/meals")
+                .token(&new_access)
+                .send()
+                .expect(401, "UNAUTHORIZED");
+        }
+        db.get("/api/meals")
+            .token(&access)
+            .send()
+            .expect(401, "UNAUTHORIZED");
+    }
+    // No revoked family kept a token the revocation missed.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM refresh_tokens live WHERE live.revoked_at IS NULL \
+             AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = live.family_id \
+             AND r.revoked_at IS NOT NULL)"
+        ),
+        0
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(DISTINCT family_id) FROM refresh_tokens WHERE revoked_at IS NOT NULL"
+        ),
+        12
+    );
+}
+
+/// Contract section 7 (v2): erasure wins every race. Pulls that record a
+/// device and a login that stores a refresh token, sent at the moment of
+/// `DELETE /account`, leave no row of the erased user behind.
+#[test]
+fn an_erasure_racing_pulls_and_a_login_leaves_nothing_behind() {
+    let db = TestDb::new();
+    for round in 0..6 {
+        let user = register(&db, &format!("erased{round}@example.com"));
+        let erased = std::thread::scope(|scope| {
+            let pulls: Vec<_> = (0..3)
+                .map(|device| {
+                    let (db, token) = (&db, &user.token);
+                    scope.spawn(move || {
+                        db.get("/api/meals")
+                            .token(token)
+                            .var("HTTP_X_DEVICE_ID", format!("phone-{device}"))
+                            .send()
+                    })
+                })
+                .collect();
+            let login = scope.spawn(|| {
+                db.post(
+                    "/api/auth/login",
+                    &json!({"email": user.email, "password": user.password}),
+                )
+                .send()
+                .status
+            });
+            let erase = scope.spawn(|| {
+                db.request("DELETE", "/api/account")
+                    .json(&json!({"password": user.password}))
+                    .token(&user.token)
+                    .send()
+                    .status
+            });
+            for pull in pulls {
+                let Ok(pull) = pull.join() else {
+                    panic!("round {round}: a pull thread panicked")
+                };
+                assert!(
+                    matches!(pull.status, 200 | 401),
+                    "round {round}: pull answered {}: {}",
+                    pull.status,
+                    pull.stderr
+                );
+            }
+            let login = login.join().unwrap_or(0);
+            assert!(
+                matches!(login, 200 | 401),
+                "round {round}: login answered {login}"
+            );
+            erase.join().unwrap_or(0)
+        });
+        assert_eq!(erased, 200, "round {round}");
+        for table in ["users", "sync_status", "refresh_tokens"] {
+            let column = if table == "users" { "id" } else { "user_id" };
+            assert_eq!(
+                db.count(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE {column} = '{}'",
+                    user.id
+                )),
+                0,
+                "round {round}: {table} kept a row of the erased user"
+            );
+        }
+    }
+}
+
 // ---- logout, password, erasure ------------------------------------------
 
 #[test]
@@ -416,9 +615,10 @@ fn logout_with_a_refresh_token_ends_that_family_only() {
         .send()
         .ok();
     refresh(&db, &user.refresh).expect(401, "UNAUTHORIZED");
-    refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok();
+    let (other_access, _) =
+        pair(refresh(&db, other["refresh_token"].as_str().unwrap_or_default()).ok());
     db.post("/api/auth/logout", &json!({"refresh_token": "not-a-token"}))
-        .token(&user.token)
+        .token(&other_access)
         .send()
         .expect(400, "VALIDATION_ERROR");
 }
@@ -761,7 +961,7 @@ fn the_request_over_the_per_user_limit_is_429_until_the_window_resets() {
 
 #[test]
 #[ignore = "slow: waits up to 15 s for the start of a rate-limit window (deploy/test runs it)"]
-fn auth_routes_are_limited_per_address_and_per_email() {
+fn auth_routes_are_limited_per_address() {
     let mut db = TestDb::new();
     db.set("AUTH_RATE_LIMIT_PER_MINUTE", "3");
     start_of_a_rate_limit_window();
@@ -792,10 +992,16 @@ fn auth_routes_are_limited_per_address_and_per_email() {
     .var("HTTP_X_FORWARDED_FOR", "203.0.113.9")
     .send()
     .expect(429, "RATE_LIMITED");
-    // Per email, across addresses (the normalized form counts).
-    login("x@example.com", "198.51.100.2").expect(429, "RATE_LIMITED");
-    login(" X@EXAMPLE.com", "198.51.100.3").expect(429, "RATE_LIMITED");
-    login("w@example.com", "198.51.100.4").expect(401, "INVALID_CREDENTIALS");
+    // Per account only wrong passwords count (section 2, v2): other
+    // addresses may still try that email.
+    login("x@example.com", "198.51.100.2").expect(401, "INVALID_CREDENTIALS");
+    login(" X@EXAMPLE.com", "198.51.100.3").expect(401, "INVALID_CREDENTIALS");
+    // IPv6 clients are one address per /64.
+    for n in 1..=3 {
+        login("v6@example.com", &format!("2001:db8:7:7::{n}")).expect(401, "INVALID_CREDENTIALS");
+    }
+    login("v6@example.com", "2001:db8:7:7:ffff::1").expect(429, "RATE_LIMITED");
+    login("v6@example.com", "2001:db8:7:8::1").expect(401, "INVALID_CREDENTIALS");
     db.exec("UPDATE rate_limits SET window_start = window_start - 60");
     login("x@example.com", "198.51.100.1").expect(401, "INVALID_CREDENTIALS");
 }
@@ -808,6 +1014,40 @@ fn a_counter_that_cannot_be_written_fails_the_request_closed() {
     let response = db.get("/api/meals").token(&user.token).send();
     response.expect(503, "SERVICE_UNAVAILABLE");
     assert!(response.header("Retry-After").is_some());
+}
+
+/// Contract section 7 (v2): a full counter table fails requests closed,
+/// but only until the ended windows are swept, which the failure itself
+/// triggers; it never stays full past a window.
+#[test]
+fn a_full_counter_table_refuses_one_request_then_counts_again() {
+    use mysql::prelude::Queryable;
+    let db = TestDb::new();
+    let user = register(&db, "full@example.com");
+    let mut conn = db.conn();
+    // A table of 16 KiB: a hundred or so counters.
+    conn.query_drop("SET SESSION max_heap_table_size = 16384")
+        .and_then(|()| conn.query_drop("ALTER TABLE rate_limits ENGINE=MEMORY"))
+        .unwrap_or_else(|e| panic!("shrink rate_limits: {e}"));
+    let mut stored = 0;
+    while conn
+        .exec_drop(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, 0, 1)",
+            (format!("a:ended-{stored}"),),
+        )
+        .is_ok()
+    {
+        stored += 1;
+        assert!(stored < 100_000, "the table never filled");
+    }
+    let response = db.get("/api/meals").token(&user.token).send();
+    response.expect(503, "SERVICE_UNAVAILABLE");
+    assert!(response.header("Retry-After").is_some());
+    db.get("/api/meals").token(&user.token).send().ok();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM rate_limits WHERE window_start = 0"),
+        0
+    );
 }
 
 #[test]
@@ -828,4 +1068,134 @@ fn ended_rate_limit_windows_are_deleted_without_a_cron_job() {
         "{left:?}"
     );
     assert!(left.contains(&b"a:current".to_vec()));
+}
+
+/// Contract section 2 (v2): the guessing limits.
+mod guessing {
+    use serde_json::json;
+
+    use crate::support::{register, Resp, TestDb, User};
+
+    fn login(db: &TestDb, user: &User, password: &str, address: &str) -> Resp {
+        db.post(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": password}),
+        )
+        .var("REMOTE_ADDR", address)
+        .send()
+    }
+
+    fn age_failures(db: &TestDb, minutes: i64) {
+        db.exec(&format!(
+            "UPDATE auth_failures SET failed_at = failed_at - {}",
+            minutes * 60 * 1000
+        ));
+    }
+
+    #[test]
+    fn ten_failures_from_one_address_lock_that_address_out_not_the_owner() {
+        let db = TestDb::new();
+        let user = register(&db, "owner@example.com");
+        for _ in 0..10 {
+            login(&db, &user, "wrong password", "203.0.113.5").expect(401, "INVALID_CREDENTIALS");
+        }
+        // Refused while the limit holds, the right password too.
+        let refused = login(&db, &user, &user.password, "203.0.113.5");
+        refused.expect(429, "RATE_LIMITED");
+        let retry_after: u64 = refused
+            .header("Retry-After")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        // The owner, from their own address, is not locked out.
+        login(&db, &user, &user.password, "198.51.100.20").ok();
+        // Other accounts from the same address are not either.
+        let other = register(&db, "other@example.com");
+        login(&db, &other, &other.password, "203.0.113.5").ok();
+        // The window slides past.
+        age_failures(&db, 15);
+        login(&db, &user, &user.password, "203.0.113.5").ok();
+    }
+
+    #[test]
+    fn successful_logins_never_use_up_the_budget() {
+        let db = TestDb::new();
+        let user = register(&db, "steady@example.com");
+        for _ in 0..9 {
+            login(&db, &user, "wrong password", "203.0.113.6").expect(401, "INVALID_CREDENTIALS");
+        }
+        for _ in 0..5 {
+            login(&db, &user, &user.password, "203.0.113.6").ok();
+        }
+        login(&db, &user, "wrong password", "203.0.113.6").expect(401, "INVALID_CREDENTIALS");
+        login(&db, &user, &user.password, "203.0.113.6").expect(429, "RATE_LIMITED");
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_slash_64() {
+        let db = TestDb::new();
+        let user = register(&db, "six@example.com");
+        for n in 0..10 {
+            login(
+                &db,
+                &user,
+                "wrong password",
+                &format!("2001:db8:1:1::{n:x}"),
+            )
+            .expect(401, "INVALID_CREDENTIALS");
+        }
+        login(&db, &user, &user.password, "2001:db8:1:1:abcd::9").expect(429, "RATE_LIMITED");
+        login(&db, &user, &user.password, "2001:db8:1:2::1").ok();
+    }
+
+    #[test]
+    fn password_change_and_erasure_failures_count_against_the_account() {
+        let db = TestDb::new();
+        let user = register(&db, "counted@example.com");
+        let address = "203.0.113.7";
+        for _ in 0..5 {
+            db.post(
+                "/api/auth/password",
+                &json!({"current_password": "wrong password", "new_password": "a new password"}),
+            )
+            .token(&user.token)
+            .var("REMOTE_ADDR", address)
+            .send()
+            .expect(400, "VALIDATION_ERROR");
+            db.request("DELETE", "/api/account")
+                .json(&json!({"password": "wrong password"}))
+                .token(&user.token)
+                .var("REMOTE_ADDR", address)
+                .send()
+                .expect(400, "VALIDATION_ERROR");
+        }
+        login(&db, &user, &user.password, address).expect(429, "RATE_LIMITED");
+        db.request("DELETE", "/api/account")
+            .json(&json!({"password": user.password}))
+            .token(&user.token)
+            .var("REMOTE_ADDR", address)
+            .send()
+            .expect(429, "RATE_LIMITED");
+        assert_eq!(db.count("SELECT COUNT(*) FROM users"), 1);
+    }
+
+    #[test]
+    #[ignore = "slow: 100 password verifications (deploy/test runs it)"]
+    fn a_hundred_failures_an_hour_from_all_addresses_lock_the_account() {
+        let db = TestDb::new();
+        let user = register(&db, "popular@example.com");
+        for n in 0..100 {
+            // Nine from each address: no single address reaches its limit.
+            let address = format!("198.51.{}.{}", n / 9, n % 9 + 1);
+            login(&db, &user, "wrong password", &address).expect(401, "INVALID_CREDENTIALS");
+        }
+        let refused = login(&db, &user, &user.password, "192.0.2.200");
+        refused.expect(429, "RATE_LIMITED");
+        // An hour later the account is open again; the sweep keeps the
+        // table to the last hour.
+        age_failures(&db, 60);
+        login(&db, &user, "wrong password", "192.0.2.201").expect(401, "INVALID_CREDENTIALS");
+        login(&db, &user, &user.password, "192.0.2.200").ok();
+        assert_eq!(db.count("SELECT COUNT(*) FROM auth_failures"), 1);
+    }
 }

@@ -200,6 +200,15 @@ impl<'a> Req<'a> {
     }
 
     pub fn send(self) -> Resp {
+        self.send_measured().0
+    }
+
+    /// Sends the request and also returns the peak resident memory of the
+    /// process that answered it, in KiB (its own rusage, not the test's).
+    // Reaped by wait4 below, which std's Child cannot see.
+    #[allow(unsafe_code, clippy::zombie_processes)]
+    pub fn send_measured(self) -> (Resp, u64) {
+        use std::io::Read;
         use std::os::unix::ffi::OsStrExt;
         let mut command = Command::new(BIN);
         command.env_clear().envs(&self.db.env).args(&self.args);
@@ -213,17 +222,38 @@ impl<'a> Req<'a> {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        if let Some(mut stdin) = child.stdin.take() {
-            // The binary may answer before reading everything (it must
-            // not, but a broken pipe here would hide that as a test error).
-            let _ = stdin.write_all(&self.body);
-        }
-        let output = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("wait: {e}"));
-        Resp::parse(
-            &output.stdout,
-            String::from_utf8_lossy(&output.stderr).into_owned(),
+        let (mut stdin, mut stdout, mut stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => panic!("child pipes missing"),
+            };
+        let body = self.body.clone();
+        let (out, err) = std::thread::scope(|scope| {
+            // The binary may answer before reading everything (it must not,
+            // but a broken pipe here would hide that as a test error).
+            scope.spawn(move || {
+                let _ = stdin.write_all(&body);
+            });
+            let err = scope.spawn(move || {
+                let mut err = Vec::new();
+                let _ = stderr.read_to_end(&mut err);
+                err
+            });
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            (out, err.join().unwrap_or_default())
+        });
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value of that plain C struct,
+        // and wait4 writes only into the two locals it is handed.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(reaped, pid, "wait4 on the binary");
+        let peak_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+        (
+            Resp::parse(&out, String::from_utf8_lossy(&err).into_owned()),
+            peak_kib,
         )
     }
 }

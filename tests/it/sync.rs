@@ -908,3 +908,129 @@ fn a_bad_device_id_is_a_validation_error_and_stores_nothing() {
     assert_eq!(db.count("SELECT COUNT(*) FROM meals"), 0);
     assert_eq!(db.count("SELECT COUNT(*) FROM sync_status"), 0);
 }
+
+/// Contract section 4, v2: unions take linear time, and a merge that would
+/// pass `MAX_RECORD_BYTES` is last write wins. Thirty rounds of a stale
+/// medication edit, each with 11,000 side effects overlapping the stored
+/// ones: the union grows by a thousand a round until it would pass the
+/// limit; that round the later side wins whole, and the union grows again.
+#[test]
+fn large_side_effect_unions_stay_fast_and_within_the_record_limit() {
+    const LIMIT: usize = 192 * 1024;
+    let mut db = TestDb::new();
+    db.set("MAX_RECORD_BYTES", &LIMIT.to_string())
+        .set("MAX_BODY_BYTES", &(4 * LIMIT).to_string())
+        .set("RATE_LIMIT_PER_MINUTE", "1000");
+    let user = register(&db, "unions@example.com");
+    let mut resolutions = Vec::new();
+    for round in 0..30_usize {
+        let effects: Vec<String> = (round * 1000..round * 1000 + 11_000)
+            .map(|n| format!("e{n}"))
+            .collect();
+        let at = format!("2024-03-01T10:{:02}:00.000Z", round);
+        let record = json!([{
+            "id": id(1),
+            "data": {"dose": "5mg", "sideEffects": effects},
+            "updated_at": at,
+            "base_version": if round == 0 { Value::Null } else { json!(0) },
+        }]);
+        let started = std::time::Instant::now();
+        let answer = push(&db, &user, "medications", "medications", record);
+        let took = started.elapsed();
+        let data = answer.ok().clone();
+        assert!(took.as_secs_f64() < 2.0, "round {round} took {took:?}");
+        if round > 0 {
+            resolutions.push(data["conflict_details"][0]["resolution"].clone());
+        }
+        let held =
+            pull(&db, &user, "medications", "limit=1").ok()["medications"][0]["data"].clone();
+        let held_len = serde_json::to_string(&held).unwrap_or_default().len();
+        assert!(held_len <= LIMIT, "round {round}: stored {held_len} bytes");
+    }
+    assert_eq!(resolutions.first(), Some(&json!("merged")));
+    let overflowed = resolutions.iter().filter(|r| *r == "client_wins").count();
+    assert!((1..=3).contains(&overflowed), "{resolutions:?}");
+}
+
+/// Contract section 5 (v2): a page ends early by size. It holds at least
+/// one record and, after the first, none that would carry its compact
+/// JSON past `MAX_PAGE_BYTES`; paging on by the token (pull or bulk)
+/// misses nothing and repeats nothing.
+#[test]
+fn pages_end_early_by_size_and_paging_on_misses_nothing() {
+    let mut db = TestDb::new();
+    db.set("MAX_PAGE_BYTES", "3000");
+    let user = register(&db, "pages@example.com");
+    let records: Vec<Value> = (1..=10)
+        .map(|n| {
+            let size = if n == 5 { 5000 } else { 900 };
+            rec(&id(n), json!({"note": "x".repeat(size)}), T1)
+        })
+        .collect();
+    push(&db, &user, "meals", "meals", json!(records)).ok();
+    let everything: Vec<String> = (1..=10).map(id).collect();
+    let check_page = |list: &[Value]| {
+        assert!(!list.is_empty(), "a page holds at least one record");
+        let size: usize = list.iter().map(|r| r.to_string().len()).sum();
+        assert!(
+            list.len() == 1 || size <= 3000,
+            "{} records, {size} bytes",
+            list.len()
+        );
+    };
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = pull(
+            &db,
+            &user,
+            "meals",
+            &format!("sync_token={token}&limit=100"),
+        )
+        .ok()
+        .clone();
+        let list = page["meals"].as_array().cloned().unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["next_sync_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+    assert!(pages >= 4, "{pages} pages");
+
+    let (mut token, mut seen, mut pages) = ("0".to_owned(), Vec::new(), 0);
+    loop {
+        let page = db
+            .post("/api/sync/bulk", &json!({ "sync_token": token }))
+            .token(&user.token)
+            .send()
+            .ok()
+            .clone();
+        let list = page["meals"]["server_updates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        check_page(&list);
+        seen.extend(
+            list.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+        );
+        token = page["sync_token"].as_str().unwrap_or_default().to_owned();
+        pages += 1;
+        if page["has_more"] == false {
+            break;
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, everything);
+}

@@ -12,7 +12,7 @@ fn health_reports_database_schema_and_limits() {
     let data = response.ok();
     assert_eq!(data["status"], "ok");
     assert_eq!(data["database"], "ok");
-    assert_eq!(data["schema_version"], 1);
+    assert_eq!(data["schema_version"], 2);
     assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         data["limits"],
@@ -332,6 +332,7 @@ fn migrate_on_an_empty_database_prints_each_migration() {
         "refresh_tokens",
         "sync_status",
         "rate_limits",
+        "auth_failures",
         "schema_migrations",
     ] {
         db.exec(&format!("DROP TABLE {table}"));
@@ -344,7 +345,8 @@ fn migrate_on_an_empty_database_prints_each_migration() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("applying 0001_initial"), "{stdout}");
-    assert!(stdout.contains("1 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("applying 0002_v2_security"), "{stdout}");
+    assert!(stdout.contains("2 migration(s) applied"), "{stdout}");
     db.get("/api/health").send().ok();
 }
 
@@ -361,16 +363,33 @@ fn check_passes_on_a_good_setup_and_names_what_is_wrong_otherwise() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("run `healthsync migrate`"));
 
+    // A guessable secret is refused by check and by every request alike.
     db.set("JWT_SECRET_KEY", "secretsecretsecretsecretsecretsecret");
     let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
     assert!(
-        stdout.contains("JWT_SECRET_KEY looks guessable"),
+        stdout.contains("JWT_SECRET_KEY") && stdout.contains("looks guessable"),
         "{stdout}"
     );
+    let response = db.get("/api/health").send();
+    response.expect(500, "INTERNAL_ERROR");
+    assert!(
+        response.stderr.contains("looks guessable"),
+        "{}",
+        response.stderr
+    );
 
-    db.set("DB_PORT", "1");
+    db.set("JWT_SECRET_KEY", crate::support::SECRET)
+        .set("DB_PORT", "1");
     let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
     assert!(stdout.contains("cannot reach MySQL"), "{stdout}");
+
+    // A refused login over plain TCP names TLS as a possible cause.
+    db.set("DB_PORT", "3306").set("DB_PASS", "not the password");
+    let stdout = String::from_utf8_lossy(&db.cli(&["check"]).stdout).into_owned();
+    assert!(
+        stdout.contains("Access denied") && stdout.contains("DB_TLS=true"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -490,5 +509,30 @@ fn a_panic_is_a_500_in_the_envelope_that_says_nothing_of_it() {
         response.stderr.contains("deliberate panic"),
         "{}",
         response.stderr
+    );
+}
+
+/// Contract section 7 (v2): the access token is verified before a body is
+/// parsed, so a body of a million empty arrays without a token costs the
+/// server no more memory than any other body of its size.
+#[test]
+fn an_unauthenticated_body_is_never_parsed() {
+    let db = TestDb::new();
+    let arrays = format!("{{\"metrics\":[{}[]]}}", "[],".repeat(1_000_000));
+    let filler = format!("{{\"metrics\":\"{}\"}}", "x".repeat(arrays.len() - 15));
+    assert!(arrays.len() < 5 * 1024 * 1024);
+    let measure = |body: &str| {
+        let (response, peak_kib) = db
+            .request("POST", "/api/health-metrics/sync")
+            .raw("application/json", body.as_bytes().to_vec())
+            .send_measured();
+        response.expect(401, "UNAUTHORIZED");
+        peak_kib
+    };
+    let (arrays_kib, filler_kib) = (measure(&arrays), measure(&filler));
+    // Parsed, the arrays alone would take tens of MiB.
+    assert!(
+        arrays_kib < filler_kib + 4096,
+        "a million arrays: {arrays_kib} KiB; as many bytes of a string: {filler_kib} KiB"
     );
 }

@@ -143,6 +143,13 @@ impl Instance {
     }
 
     /// The `httpd.conf` deploy/local-server generated for this instance.
+    /// The `.htaccess` this instance serves with (the repo's).
+    pub fn htaccess(&self) -> String {
+        let path = self.state_dir.join("htdocs").join(".htaccess");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+    }
+
     pub fn httpd_conf(&self) -> String {
         let path = self.state_dir.join("httpd.conf");
         std::fs::read_to_string(&path)
