@@ -53,15 +53,15 @@ advertises is a failure that says which MAX_BODY_BYTES to set.
 
 Output (standard output): one line per step, its status, name and time, then
 what it found:
-  ok    push health-metrics            12.4 ms  3 records stored
-  FAIL  pull medications                8.1 ms  expected 3 records, got 2
+  ok    push health-metrics         12.4 ms  3 records stored, one a tombstone (versions 1, 2, 3)
+  FAIL  pull medications             8.1 ms  expected 3 records, got 2
 and, always last, one line for scripts:
   smoke: ok version=<version from /health> body_cap=<bytes> max_body_bytes=<advertised>
   smoke: FAILED step=<step> reason=<one line>
 body_cap is the largest body that reached the binary whole (the probe's
 ceiling when even that did; above MAX_BODY_BYTES the binary refuses a body
-unread, so there a truncated one counts as reached); <step> is the first failed step's name with its spaces
-as hyphens (e.g. step=pull-medications).
+unread, so there a truncated one counts as reached). <step> is the first
+failed step's name with its spaces as hyphens (e.g. step=pull-medications).
 
 Exit status: 0 when every step matched the contract, 1 when one did not or
 the server could not be reached, 2 on bad usage.";
