@@ -52,3 +52,10 @@ UPDATE users SET
       + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM meals WHERE user_id = users.id)
       + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM exercises WHERE user_id = users.id)
       + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM meal_plans WHERE user_id = users.id);
+
+-- Exports per user (contract section 7, v2: 10 an hour): a window that
+-- starts at the first export after the last one ended, counted in the
+-- export's own transaction under the user's row lock.
+ALTER TABLE users
+    ADD COLUMN exports_since BIGINT NULL,
+    ADD COLUMN exports_count INT UNSIGNED NOT NULL DEFAULT 0;

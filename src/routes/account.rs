@@ -7,7 +7,7 @@ use crate::auth::guessing::Account;
 use crate::auth::{password, session};
 use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
-use crate::error::ApiError;
+use crate::error::{ApiError, RateLimitState};
 use crate::http::{Request, Response};
 use crate::reply::ok;
 use crate::routes::auth::check_name;
@@ -118,15 +118,31 @@ pub fn delete_account(
     Ok(ok(200, &json!({"erased": true})))
 }
 
+/// Exports per user per hour (contract section 7, v2): each reads every
+/// record the user holds.
+const EXPORTS_PER_HOUR: u32 = 10;
+
 pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
     let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
     let user = &opened.user;
     let claims = &opened.claims;
-    // Under the user's shared lock no push of this user commits midway, so
-    // the export is one consistent state even while a device syncs.
+    // Under the user's row lock no push of this user commits midway, so
+    // the export is one consistent state even while a device syncs; the
+    // same lock counts the export against its hourly allowance.
+    let now = opened.env.now_millis();
     let (rows, _) = db::transaction(opened.db, |tx, _attempt| {
-        session::load_user(tx, claims, Lock::Share)?;
+        session::load_user(tx, claims, Lock::Update)?;
+        if let Some(wait_ms) = users::count_export(tx, &user.id, now, EXPORTS_PER_HOUR, 3_600_000)?
+        {
+            return Err(ApiError::RateLimited(RateLimitState {
+                limit: EXPORTS_PER_HOUR,
+                remaining: 0,
+                reset_secs: u32::try_from((wait_ms + 999) / 1000)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            }));
+        }
         Ok::<_, ApiError>(records::changes(
             tx,
             &user.id,

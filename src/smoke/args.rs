@@ -41,24 +41,27 @@ Options:
                             max_body_bytes that /health advertises; at most 256 MiB)
   -h, --help                this text
 
-The body probe: authenticated POSTs to /sync/bulk whose body is not JSON, so
-the binary refuses them (400 or 413, its JSON envelope) and stores nothing,
-while a host limit (mod_fcgid's FcgidMaxRequestLen, 128 KiB by default;
-Apache's LimitRequestBody) answers with a page of its own. A binary search,
-KiB-aligned, finds the largest body that reaches the binary, to 1 KiB, in at
-most 20 requests. Smaller than the max_body_bytes /health advertises is a
-failure that says which MAX_BODY_BYTES to set.
+The body probe: authenticated POSTs to /sync/bulk whose body is a JSON
+object with a key the contract does not know, so the binary parses it whole
+and refuses it (400 VALIDATION_ERROR, or 413 above MAX_BODY_BYTES) and
+stores nothing. A host limit (mod_fcgid's FcgidMaxRequestLen, 128 KiB by
+default; Apache's LimitRequestBody) answers with a page of its own instead,
+or hands the binary a truncated body (then 400 INVALID_JSON). A binary
+search, KiB-aligned, finds the largest body that reaches the binary whole,
+to 1 KiB, in at most 20 requests. Smaller than the max_body_bytes /health
+advertises is a failure that says which MAX_BODY_BYTES to set.
 
 Output (standard output): one line per step, its status, name and time, then
 what it found:
-  ok    push health-metrics            12.4 ms  3 records stored
-  FAIL  pull medications                8.1 ms  expected 3 records, got 2
+  ok    push health-metrics         12.4 ms  3 records stored, one a tombstone (versions 1, 2, 3)
+  FAIL  pull medications             8.1 ms  expected 3 records, got 2
 and, always last, one line for scripts:
   smoke: ok version=<version from /health> body_cap=<bytes> max_body_bytes=<advertised>
   smoke: FAILED step=<step> reason=<one line>
-body_cap is the largest body that reached the binary (the probe's ceiling
-when even that did); <step> is the first failed step's name with its spaces
-as hyphens (e.g. step=pull-medications).
+body_cap is the largest body that reached the binary whole (the probe's
+ceiling when even that did; above MAX_BODY_BYTES the binary refuses a body
+unread, so there a truncated one counts as reached). <step> is the first
+failed step's name with its spaces as hyphens (e.g. step=pull-medications).
 
 Exit status: 0 when every step matched the contract, 1 when one did not or
 the server could not be reached, 2 on bad usage.";

@@ -139,6 +139,28 @@ mod tests {
     }
 
     #[test]
+    fn the_help_shows_lines_as_they_are_printed() {
+        let mut lines = Vec::new();
+        let mut emit = |line: &str| lines.push(line.to_owned());
+        let mut report = Report::new(&mut emit);
+        report.step(
+            Status::Ok,
+            "push health-metrics",
+            Duration::from_micros(12_400),
+            "3 records stored, one a tombstone (versions 1, 2, 3)",
+        );
+        report.step(
+            Status::Fail,
+            "pull medications",
+            Duration::from_micros(8_100),
+            "expected 3 records, got 2",
+        );
+        for line in &lines {
+            assert!(HELP.contains(&format!("\n  {line}\n")), "{line}");
+        }
+    }
+
+    #[test]
     fn the_first_failure_names_the_closing_line_on_one_line() {
         let mut lines = Vec::new();
         let mut emit = |line: &str| lines.push(line.to_owned());

@@ -1,9 +1,11 @@
 //! The body-size probe: the largest request body that reaches the binary
-//! through the host, found by a bounded binary search. A probe is an
-//! authenticated POST to /sync/bulk whose body is not JSON: the binary
-//! answers it with its envelope (400 `INVALID_JSON`, or 413 above
-//! `MAX_BODY_BYTES`) and writes nothing; a host limit answers with a page
-//! of its own, or cuts the upload off.
+//! whole through the host, found by a bounded binary search. A probe is an
+//! authenticated POST to /sync/bulk whose body is one JSON object with a
+//! key the contract does not know (`Bodies`): the binary parses all of it
+//! and refuses it, 400 `VALIDATION_ERROR` (or 413 above `MAX_BODY_BYTES`),
+//! storing nothing. A host limit answers with a page of its own, cuts the
+//! upload off, or hands the binary a truncated body, which it answers 400
+//! `INVALID_JSON`: mod_fcgid under a smaller `LimitRequestBody` does that.
 
 use super::client::{self, Call, Client, Envelope};
 
@@ -74,13 +76,50 @@ pub fn search(
     })
 }
 
-/// One probe of `size` bytes (from the start of `filler`), judged by who
-/// answered.
-pub fn send(client: &Client, token: &str, filler: &[u8], size: u64) -> Result<Verdict, String> {
-    let body = usize::try_from(size)
-        .ok()
-        .and_then(|size| filler.get(..size))
-        .ok_or_else(|| format!("no {size}-byte probe body"))?;
+/// The key of the probe bodies: unknown to the contract, so a bulk that
+/// carries it is refused whole (section 6).
+const PROBE_KEY: &[u8] = b"{\"smoke_probe\":\"";
+const PROBE_END: &[u8] = b"\"}";
+
+/// Probe bodies of any size up to a ceiling, cut from one buffer: the
+/// object's opening, then filler, closed at the size asked.
+pub struct Bodies {
+    buffer: Vec<u8>,
+}
+
+impl Bodies {
+    pub fn up_to(ceiling: u64) -> Result<Bodies, String> {
+        let length = usize::try_from(ceiling).map_err(|error| error.to_string())?;
+        let mut buffer = vec![b'x'; length.max(PROBE_KEY.len() + PROBE_END.len())];
+        buffer[..PROBE_KEY.len()].copy_from_slice(PROBE_KEY);
+        Ok(Bodies { buffer })
+    }
+
+    /// The body of exactly `size` bytes, valid JSON, for `use_body`.
+    pub fn with<T>(&mut self, size: u64, use_body: impl FnOnce(&[u8]) -> T) -> Result<T, String> {
+        let end = usize::try_from(size)
+            .ok()
+            .filter(|end| (PROBE_KEY.len() + PROBE_END.len()..=self.buffer.len()).contains(end))
+            .ok_or_else(|| format!("no {size}-byte probe body"))?;
+        let close = end - PROBE_END.len();
+        self.buffer[close..end].copy_from_slice(PROBE_END);
+        let result = use_body(&self.buffer[..end]);
+        self.buffer[close..end].fill(b'x');
+        Ok(result)
+    }
+}
+
+/// One probe of `size` bytes, judged by who answered and how.
+pub fn send(
+    client: &Client,
+    token: &str,
+    bodies: &mut Bodies,
+    size: u64,
+) -> Result<Verdict, String> {
+    bodies.with(size, |body| judge(client, token, body, size))?
+}
+
+fn judge(client: &Client, token: &str, body: &[u8], size: u64) -> Result<Verdict, String> {
     let call = Call {
         expect_continue: true,
         ..Call::with_body("POST", "/sync/bulk", Some(token), body)
@@ -89,20 +128,31 @@ pub fn send(client: &Client, token: &str, filler: &[u8], size: u64) -> Result<Ve
         Err(why) if client::is_cut_off(&why) => Ok(Verdict::Refused(why)),
         Err(why) => Err(why),
         Ok(answer) => match answer.envelope() {
+            // Parsed whole and refused for its unknown key, or refused
+            // by its size (whole or not, the binary does not read it).
             Ok(Envelope::Failure { code, .. })
                 if matches!(
                     (answer.status, code.as_str()),
-                    (400, "INVALID_JSON") | (413, "PAYLOAD_TOO_LARGE")
+                    (400, "VALIDATION_ERROR") | (413, "PAYLOAD_TOO_LARGE")
                 ) =>
             {
                 Ok(Verdict::Reached)
+            }
+            // The JSON sent is valid: the binary got it cut short.
+            Ok(Envelope::Failure { code, .. })
+                if answer.status == 400 && code == "INVALID_JSON" =>
+            {
+                Ok(Verdict::Refused(
+                    "the host hands the binary a truncated body".into(),
+                ))
             }
             Ok(Envelope::Failure { code, message }) => Err(format!(
                 "a {size}-byte probe got HTTP {} {code}: {message}",
                 answer.status
             )),
             Ok(Envelope::Success(_)) => Err(format!(
-                "a {size}-byte body that is not JSON was accepted (HTTP {})",
+                "a {size}-byte bulk with an unknown key was accepted (HTTP {}), \
+                 which the contract refuses",
                 answer.status
             )),
             Err(_) => Ok(Verdict::Refused(format!(
@@ -163,6 +213,27 @@ mod tests {
                 .and_then(|f| f.refused.as_ref())
                 .is_some_and(|(size, _)| *size > cap && *size - got <= STEP));
         }
+    }
+
+    #[test]
+    fn every_probe_body_is_one_json_object_of_the_size_asked() {
+        let mut bodies = Bodies::up_to(4096).unwrap_or_else(|e| panic!("{e}"));
+        for size in [1024, 4096, 2048, 1024] {
+            let parsed = bodies.with(size, |body| {
+                assert_eq!(body.len() as u64, size);
+                serde_json::from_slice::<serde_json::Value>(body).map(|value| {
+                    value
+                        .as_object()
+                        .map(|map| map.keys().cloned().collect::<Vec<_>>())
+                })
+            });
+            assert!(
+                matches!(&parsed, Ok(Ok(Some(keys))) if keys == &["smoke_probe"]),
+                "{size}: {parsed:?}"
+            );
+        }
+        assert!(bodies.with(4097, |_| ()).is_err());
+        assert!(bodies.with(3, |_| ()).is_err());
     }
 
     #[test]

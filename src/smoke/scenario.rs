@@ -715,17 +715,17 @@ impl Run<'_, '_> {
     /// The body-size probe (`probe`), judged against `max_body_bytes`.
     fn body_cap(&mut self, ceiling: u64, max_body_bytes: u64) -> Result<(u64, String), String> {
         let token = self.access()?.to_owned();
-        let filler = vec![b'x'; usize::try_from(ceiling).map_err(|e| e.to_string())?];
+        let mut bodies = probe::Bodies::up_to(ceiling)?;
         let found = probe::search(ceiling, &mut |size| {
-            probe::send(self.client, &token, &filler, size)
+            probe::send(self.client, &token, &mut bodies, size)
         })?;
         let cap = found.cap;
         let probes = found.probes;
         match found.refused {
             Some((refused, how)) if cap < max_body_bytes => Err(format!(
-                "{cap} bytes reach the binary, {refused} do not ({how}); /health advertises \
+                "{cap} bytes reach the binary whole, {refused} do not ({how}); /health advertises \
                  max_body_bytes={max_body_bytes}: set MAX_BODY_BYTES={cap} (or raise the host's \
-                 limit, e.g. FcgidMaxRequestLen)"
+                 limit: FcgidMaxRequestLen, LimitRequestBody)"
             )),
             Some((refused, _)) => Ok((
                 cap,

@@ -249,3 +249,34 @@ pub fn erase(db: &mut Db, user: &User) -> Result<(), StoreError> {
     db.exec_write("DELETE FROM users WHERE id = ?", (&user.id,))?;
     Ok(())
 }
+
+/// Counts an export against the user's hourly allowance, under the user's
+/// row lock (the caller's transaction). `Ok(None)` when it fits; else
+/// `Ok(Some(ms))`, the time until the window ends.
+pub fn count_export(
+    db: &mut Db,
+    user_id: &str,
+    now_ms: i64,
+    limit: u32,
+    window_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let row: Option<(Option<i64>, u32)> = db.exec_first(
+        "SELECT exports_since, exports_count FROM users WHERE id = ? FOR UPDATE",
+        (user_id,),
+    )?;
+    let Some((since, count)) = row else {
+        return Ok(None);
+    };
+    let (since, count) = match since {
+        Some(since) if now_ms - since < window_ms => (since, count),
+        _ => (now_ms, 0),
+    };
+    if count >= limit {
+        return Ok(Some(since + window_ms - now_ms));
+    }
+    db.exec_write(
+        "UPDATE users SET exports_since = ?, exports_count = ? WHERE id = ?",
+        (since, count + 1, user_id),
+    )?;
+    Ok(None)
+}

@@ -1199,3 +1199,24 @@ mod guessing {
         assert_eq!(db.count("SELECT COUNT(*) FROM auth_failures"), 1);
     }
 }
+
+/// Contract section 7 (v2): at most 10 exports a user an hour.
+#[test]
+fn exports_are_limited_to_ten_an_hour() {
+    let db = TestDb::new();
+    let user = register(&db, "exporter@example.com");
+    for _ in 0..10 {
+        db.get("/api/account/export").token(&user.token).send().ok();
+    }
+    let refused = db.get("/api/account/export").token(&user.token).send();
+    refused.expect(429, "RATE_LIMITED");
+    let retry_after: u64 = refused
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((3500..=3600).contains(&retry_after), "{retry_after}");
+    // Other routes are not affected; an hour later exports work again.
+    db.get("/api/account").token(&user.token).send().ok();
+    db.exec("UPDATE users SET exports_since = exports_since - 3600000");
+    db.get("/api/account/export").token(&user.token).send().ok();
+}

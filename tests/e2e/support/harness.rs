@@ -142,7 +142,6 @@ impl Instance {
         instance
     }
 
-    /// The `httpd.conf` deploy/local-server generated for this instance.
     /// The `.htaccess` this instance serves with (the repo's).
     pub fn htaccess(&self) -> String {
         let path = self.state_dir.join("htdocs").join(".htaccess");
@@ -150,6 +149,17 @@ impl Instance {
             .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
     }
 
+    /// Adds lines to this instance's `.htaccess` (Apache reads it on every
+    /// request): a host configured otherwise than the repo's file.
+    pub fn append_to_htaccess(&self, lines: &str) {
+        let path = self.state_dir.join("htdocs").join(".htaccess");
+        let mut text = self.htaccess();
+        text.push_str(lines);
+        std::fs::write(&path, text)
+            .unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
+    }
+
+    /// The `httpd.conf` deploy/local-server generated for this instance.
     pub fn httpd_conf(&self) -> String {
         let path = self.state_dir.join("httpd.conf");
         std::fs::read_to_string(&path)

@@ -67,5 +67,7 @@ def stop_when_told():
 
 
 threading.Thread(target=stop_when_told, daemon=True).start()
-threading.Timer(60, server.shutdown).start()
+deadline = threading.Timer(60, server.shutdown)
+deadline.daemon = True
+deadline.start()
 server.serve_forever()
