@@ -131,6 +131,17 @@ impl Drop for Instance {
         ) {
             let _ = root.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.database));
         }
+        // A failed run keeps the state (httpd.conf, logs) for a post-mortem.
+        if let Some(state_dir) = self.htdocs.parent() {
+            if std::thread::panicking() {
+                eprintln!(
+                    "faults: the instance's state is kept in {}",
+                    state_dir.display()
+                );
+            } else {
+                let _ = std::fs::remove_dir_all(state_dir);
+            }
+        }
     }
 }
 
