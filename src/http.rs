@@ -50,6 +50,27 @@ pub enum Body {
     Truncated,
 }
 
+/// Reads the body a request's `CONTENT_LENGTH` param announces. A length
+/// that is not a number leaves the size unknown: the input is read to its
+/// end and thrown away, and the body counts as truncated. A param that is
+/// not UTF-8 counts as absent (the body is read to EOF), like a chunked
+/// upload.
+pub fn read_request_body(params: &Params, input: &mut dyn Read, max: u64) -> Body {
+    let content_length = params
+        .text("CONTENT_LENGTH")
+        .ok()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.trim().parse::<u64>());
+    match content_length {
+        Some(Err(_)) => {
+            drain(input);
+            Body::Truncated
+        }
+        length => read_body(input, length.and_then(Result::ok), max),
+    }
+}
+
 /// Reads a body of at most `max` bytes. With a `Content-Length`, exactly
 /// that many bytes; without one (a chunked upload under mod_cgid), to EOF.
 ///

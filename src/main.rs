@@ -12,7 +12,7 @@ use std::time::Instant;
 use healthsync::config::{self, Config, EnvFileCache, Variables};
 use healthsync::ctx::{Ctx, Seen};
 use healthsync::error::ApiError;
-use healthsync::http::{self, Body, Params, Request};
+use healthsync::http::{self, Params, Request};
 use healthsync::reply::{self, Timing};
 use healthsync::store::db::DbSlot;
 use healthsync::{app, cli, fcgi, log, route};
@@ -149,19 +149,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
     let max_body = config
         .as_ref()
         .map_or(5 * 1024 * 1024, |c| c.max_body_bytes);
-    let content_length = params
-        .text("CONTENT_LENGTH")
-        .ok()
-        .flatten()
-        .filter(|v| !v.is_empty())
-        .map(|v| v.trim().parse::<u64>());
-    let body = match content_length {
-        Some(Err(_)) => {
-            let _ = read_rest(stdin);
-            Body::Truncated
-        }
-        length => http::read_body(stdin, length.and_then(Result::ok), max_body),
-    };
+    let body = http::read_request_body(params, stdin, max_body);
     let mut request = Request::from_params(params, body);
     request.argv_len = worker.argv_len;
 
@@ -256,8 +244,4 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
         });
     }
     response.to_cgi_bytes()
-}
-
-fn read_rest(stdin: &mut dyn Read) -> std::io::Result<u64> {
-    std::io::copy(stdin, &mut std::io::sink())
 }

@@ -45,7 +45,7 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Re
     ))
 }
 
-fn parse_body(request: &Request, config: &Config, now: i64) -> Result<SyncAsk, ApiError> {
+pub fn parse_body(request: &Request, config: &Config, now: i64) -> Result<SyncAsk, ApiError> {
     let body = body::json_object(request)?.unwrap_or_default();
     let mut errors = Map::new();
     let mut lists: Vec<(Entity, Vec<Value>)> = Vec::new();

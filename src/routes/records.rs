@@ -72,7 +72,7 @@ pub fn post_sync(
     ))
 }
 
-fn parse_push_body(
+pub fn parse_push_body(
     request: &Request,
     entity: Entity,
     config: &Config,
@@ -108,7 +108,7 @@ fn parse_push_body(
 }
 
 /// The cursor of a pull's query: `sync_token` wins over `since`.
-fn parse_pull_query(request: &Request) -> Result<PullAsk, ApiError> {
+pub fn parse_pull_query(request: &Request) -> Result<PullAsk, ApiError> {
     if let Some(defect) = &request.query_defect {
         return Err(defect.clone());
     }

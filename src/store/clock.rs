@@ -5,7 +5,7 @@
 
 use mysql::Value;
 use time::format_description::well_known::Rfc3339 as Rfc3339Format;
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 /// A `DATETIME` column as the text protocol sends it.
 const TEXT_DATETIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -112,11 +112,23 @@ impl serde::Serialize for Rfc3339 {
     }
 }
 
+/// `0000-01-01T00:00:00.000Z` and `9999-12-31T23:59:59.999Z`: the first and
+/// the last instant RFC 3339 can spell in UTC.
+const EARLIEST_SPELLED_MS: i64 = -62_167_219_200_000;
+const LATEST_SPELLED_MS: i64 = 253_402_300_799_999;
+
 /// Parses RFC 3339 with a required offset. Precision beyond milliseconds is
-/// truncated (the storage keeps milliseconds).
+/// truncated (the storage keeps milliseconds). A time whose offset carries
+/// it out of the years 0000 to 9999 in UTC is refused: `to_rfc3339` could
+/// not spell it back.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let moment = OffsetDateTime::parse(text, &Rfc3339Format).ok()?;
-    Some(to_millis(moment.to_offset(UtcOffset::UTC)))
+    // The instant, whatever its offset: converting to UTC first would
+    // panic for one past year 9999 (`9999-12-31T23:00:00-02:00`).
+    let millis = to_millis(moment);
+    (EARLIEST_SPELLED_MS..=LATEST_SPELLED_MS)
+        .contains(&millis)
+        .then_some(millis)
 }
 
 #[cfg(test)]
@@ -152,6 +164,27 @@ mod tests {
             Some("2024-01-15T10:30:00.123Z")
         );
         assert_eq!(parse_rfc3339("not a date"), None);
+    }
+
+    #[test]
+    fn times_that_utc_puts_outside_four_digit_years_are_refused() {
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:59.999Z"),
+            Some(LATEST_SPELLED_MS)
+        );
+        assert_eq!(
+            parse_rfc3339("0000-01-01T00:00:00Z"),
+            Some(EARLIEST_SPELLED_MS)
+        );
+        // Year 10000 in UTC panicked; year -1 was spelled as year 0000.
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:04.9999-09:10"), None);
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00+00:01"), None);
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:59+00:01")
+                .map(to_rfc3339)
+                .as_deref(),
+            Some("9999-12-31T23:58:59.000Z")
+        );
     }
 
     #[test]

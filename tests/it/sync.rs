@@ -144,6 +144,7 @@ fn bad_records_go_to_errors_and_the_rest_commit() {
         "a string",                                                   // 13
         {"id": id(10), "data": {}, "updated_at": T1, "deleted_at": &future}, // 14 clock skew
         rec(&id(11), (0..31).fold(json!(1), |inner, _| json!({ "n": inner })), T1), // 15 ok: 32 levels
+        rec(&id(12), json!({}), "9999-12-31T23:00:00-02:00"),         // 16 year 10000 in UTC
     ]);
     let data = push(&db, &user, "exercises", "exercises", records)
         .ok()
@@ -176,6 +177,7 @@ fn bad_records_go_to_errors_and_the_rest_commit() {
             (12, "VALIDATION_ERROR"),
             (13, "VALIDATION_ERROR"),
             (14, "CLOCK_SKEW"),
+            (16, "VALIDATION_ERROR"),
         ]
     );
     assert_eq!(errors[0]["id"], "not-a-uuid");
