@@ -353,14 +353,8 @@ fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) 
 }
 
 fn check_secret(secret: &[u8], report: &mut dyn FnMut(&str, String)) {
-    let mut distinct: Vec<u8> = secret.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let text = String::from_utf8_lossy(secret).to_ascii_lowercase();
-    let placeholder = ["secret", "changeme", "your_", "example", "password"]
-        .iter()
-        .any(|word| text.contains(word));
-    if placeholder || distinct.len() < 12 {
+    // The same judgement config::parse refuses a secret by at run time.
+    if config::looks_guessable(secret) {
         report(
             "FAIL",
             "JWT_SECRET_KEY looks guessable (a placeholder or few distinct characters): \
