@@ -41,6 +41,7 @@ pub const VARIABLES: &[&str] = &[
     "TOMBSTONE_DAYS",
     "REQUIRE_HTTPS",
     "LOG_LEVEL",
+    "TMPDIR",
 ];
 
 pub const ENV_FILE_VARIABLE: &str = "HEALTHSYNC_ENV_FILE";
@@ -81,6 +82,9 @@ pub struct Config {
     pub tombstone_days: u32,
     pub require_https: bool,
     pub log_level: LogLevel,
+    /// Where a large answer (the export) is spooled: an unlinked file the
+    /// size of the answer, gone when the request ends.
+    pub spool_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -151,6 +155,7 @@ struct RawConfig {
     max_user_data_bytes: Option<u64>,
     rate_limit_per_minute: Option<u32>,
     auth_rate_limit_per_minute: Option<u32>,
+    tmpdir: Option<String>,
     tombstone_days: Option<u32>,
     require_https: Option<String>,
     log_level: Option<String>,
@@ -346,6 +351,11 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         tombstone_days,
         require_https,
         log_level,
+        spool_dir: PathBuf::from(
+            raw.tmpdir
+                .filter(|dir| !dir.is_empty())
+                .unwrap_or_else(|| "/tmp".to_owned()),
+        ),
     })
 }
 

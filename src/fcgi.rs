@@ -15,10 +15,14 @@
 //!   `on_connection_error`; the loop goes on with the next one.
 //! - `serve_connection(stream, max_body, handler)` runs the protocol on one
 //!   connected stream, so tests and fuzzers need no socket.
-//! - `handler(&params, &mut body)` returns the complete CGI-style response
-//!   (`Status: 200 OK\r\nName: value\r\n\r\nbody`). It is sent as STDOUT
-//!   records of at most 65535 bytes, an empty STDOUT and an END_REQUEST
-//!   (application status 0, FCGI_REQUEST_COMPLETE), in a single write.
+//! - `handler(&params, &mut body)` returns the CGI-style response
+//!   (`Status: 200 OK\r\nName: value\r\n\r\nbody`) as an `Answer`: bytes
+//!   (a `Vec<u8>` converts), and optionally a reader with the rest of the
+//!   body. The bytes are sent as STDOUT records of at most 65535 bytes, an
+//!   empty STDOUT and an END_REQUEST (application status 0,
+//!   FCGI_REQUEST_COMPLETE), in a single write; with a reader, its content
+//!   follows the bytes one full record at a time as it is read, so an
+//!   answer of any size costs one record's buffer.
 //!
 //! Records (the role is FCGI_RESPONDER only; one request at a time):
 //! - BEGIN_REQUEST starts a request; another role gets END_REQUEST
@@ -42,6 +46,19 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// What a handler answers: the response's first bytes, then, for a large
+/// answer, a reader of the rest, copied out one record at a time.
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub rest: Option<Box<dyn Read>>,
+}
+
+impl From<Vec<u8>> for Answer {
+    fn from(bytes: Vec<u8>) -> Answer {
+        Answer { bytes, rest: None }
+    }
+}
 
 /// Params of one request as raw bytes, in the order the web server sent
 /// them; a name sent twice appears twice.
@@ -118,13 +135,14 @@ impl std::error::Error for ProtocolError {}
 /// Serves requests on the listening socket at fd 0, one connection after
 /// another, until `accept` fails fatally; returns that error. A connection
 /// that breaks the protocol is closed and passed to `on_connection_error`.
-pub fn run<Handler, OnError>(
+pub fn run<Handler, Out, OnError>(
     max_body: usize,
     mut handler: Handler,
     mut on_connection_error: OnError,
 ) -> io::Result<()>
 where
-    Handler: FnMut(&Params, &mut dyn Read) -> Vec<u8>,
+    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Out: Into<Answer>,
     OnError: FnMut(&ProtocolError),
 {
     loop {
@@ -164,14 +182,15 @@ fn accept_connection(listening_fd: RawFd) -> io::Result<File> {
 /// Runs the protocol on one connected stream until the peer closes it
 /// between requests (`Ok`), a request without FCGI_KEEP_CONN is answered
 /// (`Ok`), or the input breaks the protocol (`Err`).
-pub fn serve_connection<Stream, Handler>(
+pub fn serve_connection<Stream, Handler, Out>(
     stream: &mut Stream,
     max_body: usize,
     handler: &mut Handler,
 ) -> Result<(), ProtocolError>
 where
     Stream: Read + Write,
-    Handler: FnMut(&Params, &mut dyn Read) -> Vec<u8>,
+    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Out: Into<Answer>,
 {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let mut content = Vec::with_capacity(MAX_CONTENT_BYTES);
@@ -186,14 +205,18 @@ where
         let reply = if header.request_id == 0 {
             Reply {
                 output: answer_management_record(header.record_type, &content)?,
+                rest: None,
                 close_connection: false,
             }
         } else {
             handle_request_record(&header, &content, &mut active, max_body, handler)?
         };
-        if !reply.output.is_empty() {
+        if !reply.output.is_empty() || reply.rest.is_some() {
             let writer = reader.get_mut();
             writer.write_all(&reply.output).map_err(ProtocolError::Io)?;
+            if let Some((request_id, rest)) = reply.rest {
+                write_rest(writer, request_id, rest)?;
+            }
             writer.flush().map_err(ProtocolError::Io)?;
         }
         if reply.close_connection {
@@ -218,9 +241,12 @@ struct ActiveRequest {
 }
 
 /// What one record asks of the connection: bytes to send now (none is
-/// fine), and whether the connection ends after them.
+/// fine), then the rest of an answer to copy out as STDOUT records and end
+/// (when the handler gave a reader), and whether the connection ends after
+/// them.
 struct Reply {
     output: Vec<u8>,
+    rest: Option<(u16, Box<dyn Read>)>,
     close_connection: bool,
 }
 
@@ -228,6 +254,7 @@ impl Reply {
     fn nothing() -> Reply {
         Reply {
             output: Vec::new(),
+            rest: None,
             close_connection: false,
         }
     }
@@ -318,7 +345,7 @@ fn answer_management_record(record_type: u8, content: &[u8]) -> Result<Vec<u8>, 
     Ok(output)
 }
 
-fn handle_request_record<Handler>(
+fn handle_request_record<Handler, Out>(
     header: &RecordHeader,
     content: &[u8],
     active: &mut Option<ActiveRequest>,
@@ -326,7 +353,8 @@ fn handle_request_record<Handler>(
     handler: &mut Handler,
 ) -> Result<Reply, ProtocolError>
 where
-    Handler: FnMut(&Params, &mut dyn Read) -> Vec<u8>,
+    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Out: Into<Answer>,
 {
     let request_id = header.request_id;
     if header.record_type == FCGI_BEGIN_REQUEST {
@@ -345,6 +373,7 @@ where
             *active = None;
             Ok(Reply {
                 output: end_request_record(request_id, FCGI_REQUEST_COMPLETE),
+                rest: None,
                 close_connection: !keep_connection,
             })
         }
@@ -381,9 +410,15 @@ where
             };
             let params = finished.params.unwrap_or_default();
             let mut body_reader: &[u8] = &finished.body;
-            let response = handler(&params, &mut body_reader);
+            let answer: Answer = handler(&params, &mut body_reader).into();
+            let output = match answer.rest {
+                None => response_records(request_id, &answer.bytes),
+                // The end records follow the rest.
+                Some(_) => stdout_records(request_id, &answer.bytes),
+            };
             Ok(Reply {
-                output: response_records(request_id, &response),
+                output,
+                rest: answer.rest.map(|rest| (request_id, rest)),
                 close_connection: !finished.keep_connection,
             })
         }
@@ -410,12 +445,14 @@ fn begin_request(
         }
         return Ok(Reply {
             output: end_request_record(request_id, FCGI_CANT_MPX_CONN),
+            rest: None,
             close_connection: false,
         });
     }
     if u16::from_be_bytes([role_high, role_low]) != FCGI_RESPONDER {
         return Ok(Reply {
             output: end_request_record(request_id, FCGI_UNKNOWN_ROLE),
+            rest: None,
             close_connection: !keep_connection,
         });
     }
@@ -499,18 +536,74 @@ fn encode_length(output: &mut Vec<u8>, length: usize) {
 /// The whole answer to one request in one buffer, so that it costs a single
 /// write: STDOUT records, the empty STDOUT, then END_REQUEST.
 fn response_records(request_id: u16, response: &[u8]) -> Vec<u8> {
-    let record_count = response.len().div_ceil(MAX_CONTENT_BYTES).saturating_add(2);
+    let mut output = stdout_records(request_id, response);
+    push_end(&mut output, request_id);
+    output
+}
+
+/// `bytes` as STDOUT records of at most 65535 bytes each (none for none).
+fn stdout_records(request_id: u16, bytes: &[u8]) -> Vec<u8> {
+    let record_count = bytes.len().div_ceil(MAX_CONTENT_BYTES).saturating_add(2);
     let capacity = record_count
         .saturating_mul(HEADER_BYTES)
-        .saturating_add(response.len())
+        .saturating_add(bytes.len())
         .saturating_add(8);
     let mut output = Vec::with_capacity(capacity);
-    for chunk in response.chunks(MAX_CONTENT_BYTES) {
+    for chunk in bytes.chunks(MAX_CONTENT_BYTES) {
         push_record(&mut output, FCGI_STDOUT, request_id, chunk);
     }
-    push_record(&mut output, FCGI_STDOUT, request_id, &[]);
-    output.extend_from_slice(&end_request_record(request_id, FCGI_REQUEST_COMPLETE));
     output
+}
+
+/// The empty STDOUT that ends the response, then END_REQUEST.
+fn push_end(output: &mut Vec<u8>, request_id: u16) {
+    push_record(output, FCGI_STDOUT, request_id, &[]);
+    output.extend_from_slice(&end_request_record(request_id, FCGI_REQUEST_COMPLETE));
+}
+
+/// Copies `rest` out as full STDOUT records, one write each, then ends the
+/// request. A read error mid-way cannot be answered any more (the head is
+/// out): the connection is closed, and the web server sees a body shorter
+/// than its `Content-Length`.
+fn write_rest<Writer: Write + ?Sized>(
+    writer: &mut Writer,
+    request_id: u16,
+    mut rest: Box<dyn Read>,
+) -> Result<(), ProtocolError> {
+    let mut record = Vec::with_capacity(HEADER_BYTES + MAX_CONTENT_BYTES);
+    let mut chunk = vec![0u8; MAX_CONTENT_BYTES];
+    loop {
+        let filled = fill(&mut rest, &mut chunk).map_err(ProtocolError::Io)?;
+        let Some(content) = chunk.get(..filled) else {
+            break;
+        };
+        if content.is_empty() {
+            break;
+        }
+        record.clear();
+        push_record(&mut record, FCGI_STDOUT, request_id, content);
+        writer.write_all(&record).map_err(ProtocolError::Io)?;
+    }
+    record.clear();
+    push_end(&mut record, request_id);
+    writer.write_all(&record).map_err(ProtocolError::Io)
+}
+
+/// Reads until `buffer` is full or the reader ends; the count read.
+fn fill(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(room) = buffer.get_mut(filled..) {
+        if room.is_empty() {
+            break;
+        }
+        match reader.read(room) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
 }
 
 /// END_REQUEST with application status 0 and the given protocol status.
@@ -808,6 +901,60 @@ mod tests {
         assert_eq!(joined, response);
         assert_eq!(answer.last(), Some(&end_request(7, FCGI_REQUEST_COMPLETE)));
         assert_eq!(duplex.writes, 1);
+    }
+
+    /// A reader that hands out at most 1000 bytes a call, as a pipe or a
+    /// file may: the records must still be full.
+    struct Dribble(Cursor<Vec<u8>>);
+
+    impl Read for Dribble {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            let at_most = buffer.len().min(1000);
+            self.0.read(&mut buffer[..at_most])
+        }
+    }
+
+    #[test]
+    fn a_streamed_rest_follows_the_head_in_full_records_then_the_end() {
+        let head = b"Status: 200 OK\r\nContent-Length: 200000\r\n\r\n".to_vec();
+        let rest: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        let mut input = request(3, FCGI_KEEP_CONN, &[], &[]);
+        input.extend(request(4, 0, &[], &[]));
+        let mut duplex = Duplex::new(input);
+        let mut calls = 0;
+        let result = serve_connection(&mut duplex, 1024, &mut |_: &Params, _: &mut dyn Read| {
+            calls += 1;
+            Answer {
+                bytes: head.clone(),
+                rest: Some(Box::new(Dribble(Cursor::new(rest.clone())))),
+            }
+        });
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(calls, 2);
+        let answer = records(&duplex.output);
+        for request_id in [3, 4] {
+            let of_request: Vec<&DecodedRecord> = answer
+                .iter()
+                .filter(|(_, id, _)| *id == request_id)
+                .collect();
+            let lengths: Vec<usize> = of_request.iter().map(|(_, _, c)| c.len()).collect();
+            assert_eq!(
+                lengths,
+                vec![head.len(), 65535, 65535, 65535, 200_000 - 3 * 65535, 0, 8],
+                "request {request_id}"
+            );
+            let stdout: Vec<u8> = of_request
+                .iter()
+                .filter(|(record_type, _, _)| *record_type == FCGI_STDOUT)
+                .flat_map(|(_, _, content)| content.clone())
+                .collect();
+            assert_eq!(stdout[..head.len()], head[..]);
+            assert_eq!(stdout[head.len()..], rest[..]);
+            assert_eq!(
+                of_request.last().copied(),
+                Some(&end_request(request_id, FCGI_REQUEST_COMPLETE))
+            );
+        }
     }
 
     #[test]

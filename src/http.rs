@@ -5,7 +5,9 @@
 //! directly: `main.rs` hands in the params and a reader for the body.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::path::Path;
 
 use crate::error::ApiError;
 
@@ -323,13 +325,93 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-/// A response, buffered whole and written once: as CGI output in one
-/// write, or as FastCGI records built in one buffer (`fcgi.rs`).
-#[derive(Debug, Clone)]
+/// A response: the head and `body` buffered and written at once (as CGI
+/// output in one write, or as FastCGI records built in one buffer), then
+/// the `spool`, if any, copied out a piece at a time.
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The rest of the body, written to a temporary file first: an answer
+    /// as large as a whole account (the export) costs disk, never memory.
+    pub spool: Option<Spool>,
+}
+
+/// A body written to an unlinked temporary file, read back from its start.
+///
+/// Spooling rather than streaming straight to the client: the answer's
+/// length is known before its head is sent (a plain `Content-Length`, in
+/// CGI and FastCGI alike), a database or disk error while it is produced
+/// is still a clean error answer rather than a cut-off 200, and no lock or
+/// snapshot is held while a slow client reads.
+#[derive(Debug)]
+pub struct Spool {
+    file: File,
+    len: u64,
+}
+
+impl Spool {
+    /// A new file in `dir`, readable and writable by this process alone,
+    /// with no name: nothing is left behind however the process ends.
+    /// `O_TMPFILE` where the filesystem has it, else a random name that is
+    /// unlinked at once.
+    pub fn temp_file(dir: &Path) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir);
+        match unnamed {
+            Ok(file) => return Ok(file),
+            // Only "this filesystem cannot": any other error (a missing
+            // directory, no permission) is the answer.
+            Err(error)
+                if !matches!(
+                    error.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                return Err(error)
+            }
+            Err(_) => {}
+        }
+        let path = dir.join(format!(
+            ".healthsync-spool-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(file)
+    }
+
+    /// The file as written so far becomes the body.
+    pub fn from_written(mut file: File) -> io::Result<Spool> {
+        let len = file.stream_position()?;
+        file.rewind()?;
+        Ok(Spool { file, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for Spool {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buffer)
+    }
 }
 
 impl Response {
@@ -340,6 +422,7 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json; charset=utf-8".to_owned())],
             body,
+            spool: None,
         }
     }
 
@@ -348,6 +431,7 @@ impl Response {
             status: 204,
             headers: Vec::new(),
             body: Vec::new(),
+            spool: None,
         }
     }
 
@@ -359,7 +443,8 @@ impl Response {
     }
 
     /// The response as a CGI program prints it (also what a FastCGI
-    /// responder sends on its stdout).
+    /// responder sends on its stdout), the spool aside: its length is in
+    /// `Content-Length`, and its bytes follow these.
     pub fn to_cgi_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 256);
         out.extend_from_slice(
@@ -371,7 +456,8 @@ impl Response {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        let length = self.body.len() as u64 + self.spool.as_ref().map_or(0, Spool::len);
+        out.extend_from_slice(format!("Content-Length: {length}\r\n\r\n").as_bytes());
         out.extend_from_slice(&self.body);
         out
     }

@@ -1,7 +1,8 @@
 //! Transport only: decides CGI, FastCGI or command line, turns the web
 //! server's params and stdin into a `Request`, runs `app::handle` under
-//! `catch_unwind`, and writes the buffered response once. The only module
-//! that touches the process environment and stdio.
+//! `catch_unwind`, and writes the buffered response once (then a spooled
+//! body, if the response has one, a piece at a time). The only module that
+//! touches the process environment and stdio.
 
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -100,11 +101,41 @@ fn run_cgi() {
         params.insert(key.as_bytes().to_vec(), value.as_bytes().to_vec());
     }
     let mut worker = Worker::new("cgi");
-    let output = serve(&mut worker, &params, &mut std::io::stdin().lock());
+    let answer = serve(&mut worker, &params, &mut std::io::stdin().lock());
     let mut stdout = std::io::stdout().lock();
     // Nothing useful can be done if Apache closed the pipe.
-    let _ = stdout.write_all(&output);
+    let _ = stdout.write_all(&answer.bytes);
+    if let Some(mut rest) = answer.rest {
+        copy_out(&mut rest, &mut stdout);
+    }
     let _ = stdout.flush();
+}
+
+/// Copies a spooled body to stdout in pieces of 64 KiB. A read error
+/// mid-way leaves the body short of its `Content-Length`, which Apache
+/// and the client see; it is logged.
+fn copy_out(rest: &mut dyn Read, stdout: &mut dyn Write) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match rest.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                log::event(
+                    config::LogLevel::Error,
+                    &format!("spooled body unreadable mid-way: {error}"),
+                );
+                return;
+            }
+        };
+        let Some(piece) = buffer.get(..read) else {
+            return;
+        };
+        if stdout.write_all(piece).is_err() {
+            return;
+        }
+    }
 }
 
 /// The most body bytes a FastCGI request is buffered with: above any
@@ -142,7 +173,7 @@ fn run_fastcgi() {
 /// One request, start to finish. Never panics outward: a panic in a route
 /// is a 500, the transaction it held rolls back as its connection is
 /// dropped, and the process serves the next request.
-fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> {
+fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> fcgi::Answer {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let config = worker.config(params);
@@ -180,7 +211,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
                 user_id: None,
                 cause: Some(&problem.to_string()),
             });
-            return response.to_cgi_bytes();
+            return answer(response);
         }
     };
 
@@ -243,5 +274,18 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
             cause: outcome.cause.as_deref(),
         });
     }
-    response.to_cgi_bytes()
+    answer(response)
+}
+
+/// The response as the transport writes it: the head and buffered body,
+/// then the spool.
+fn answer(mut response: http::Response) -> fcgi::Answer {
+    let bytes = response.to_cgi_bytes();
+    fcgi::Answer {
+        bytes,
+        rest: response
+            .spool
+            .take()
+            .map(|spool| Box::new(spool) as Box<dyn Read>),
+    }
 }

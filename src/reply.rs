@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::ctx::Seen;
 use crate::error::{ApiError, RETRY_AFTER_UNAVAILABLE_SECS};
-use crate::http::{Request, Response};
+use crate::http::{Request, Response, Spool};
 
 const JSON: &str = "application/json; charset=utf-8";
 
@@ -30,8 +30,19 @@ pub fn ok<T: Serialize + ?Sized>(status: u16, data: &T) -> Response {
             status,
             headers: vec![("Content-Type", JSON.to_owned())],
             body,
+            spool: None,
         },
         Err(error) => error_response(&ApiError::Internal(format!("serialize response: {error}"))),
+    }
+}
+
+/// A success whose whole envelope was written to a spool (the export).
+pub fn ok_spooled(status: u16, spool: Spool) -> Response {
+    Response {
+        status,
+        headers: vec![("Content-Type", JSON.to_owned())],
+        body: Vec::new(),
+        spool: Some(spool),
     }
 }
 
@@ -79,7 +90,9 @@ pub fn finalize(
     seen: &Seen,
     timing: Timing,
 ) {
-    if !response.body.is_empty() && response.header("Content-Type").is_none() {
+    if (!response.body.is_empty() || response.spool.is_some())
+        && response.header("Content-Type").is_none()
+    {
         response.headers.push(("Content-Type", JSON.into()));
     }
     response.headers.push(("Cache-Control", "no-store".into()));

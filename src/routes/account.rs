@@ -1,6 +1,8 @@
 //! `/account`: read and change the profile and the sync switch, erase the
 //! account with everything it owns, export every record (section 2).
 
+use std::io::{BufWriter, Write};
+
 use serde_json::{json, Map, Value};
 
 use crate::auth::guessing::Account;
@@ -8,13 +10,13 @@ use crate::auth::{password, session};
 use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
 use crate::error::{ApiError, RateLimitState};
-use crate::http::{Request, Response};
-use crate::reply::ok;
+use crate::http::{Request, Response, Spool};
+use crate::reply::{ok, ok_spooled};
 use crate::routes::auth::check_name;
 use crate::routes::body::{self, Fields};
 use crate::store::clock;
 use crate::store::db::{self, Db};
-use crate::store::records::{self, Cursor, Pulled};
+use crate::store::records::{self, Pulled};
 use crate::store::users::{self, Lock, User};
 use crate::sync::Entity;
 
@@ -122,76 +124,95 @@ pub fn delete_account(
 /// record the user holds.
 const EXPORTS_PER_HOUR: u32 = 10;
 
+/// `GET /account/export`: the user, the time, every record by entity, in
+/// memory that does not grow with the account (contract section 7, v2).
+/// The rows go from MySQL, one at a time, through serde into a spool file
+/// (`http::Spool`), which the transport copies out a piece at a time.
 pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
     let opened = session::open(ctx, request, seen)?;
     body::json_object(request)?;
     let user = &opened.user;
     let claims = &opened.claims;
-    // Under the user's row lock no push of this user commits midway, so
-    // the export is one consistent state even while a device syncs; the
-    // same lock counts the export against its hourly allowance.
     let now = opened.env.now_millis();
-    let (rows, _) = db::transaction(opened.db, |tx, _attempt| {
+    // Counted under the user's row lock, in a transaction of its own: the
+    // reading below holds no lock, so the user's devices go on syncing.
+    db::transaction(opened.db, |tx, _attempt| {
         session::load_user(tx, claims, Lock::Update)?;
-        if let Some(wait_ms) = users::count_export(tx, &user.id, now, EXPORTS_PER_HOUR, 3_600_000)?
-        {
-            return Err(ApiError::RateLimited(RateLimitState {
+        match users::count_export(tx, &user.id, now, EXPORTS_PER_HOUR, 3_600_000)? {
+            None => Ok(()),
+            Some(wait_ms) => Err(ApiError::RateLimited(RateLimitState {
                 limit: EXPORTS_PER_HOUR,
                 remaining: 0,
                 reset_secs: u32::try_from((wait_ms + 999) / 1000)
                     .unwrap_or(u32::MAX)
                     .max(1),
-            }));
+            })),
         }
-        Ok::<_, ApiError>(records::changes(
-            tx,
-            &user.id,
-            &Entity::ALL,
-            Cursor::AfterVersion(0),
-            u64::MAX,
-            usize::MAX,
-        )?)
     })?;
-    Ok(ok(
-        200,
-        &Export {
-            user,
-            exported_at: opened.env.now_millis(),
-            rows: &rows,
-        },
-    ))
+    let file = Spool::temp_file(&opened.env.config.spool_dir).map_err(spool_error)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    // One snapshot: the export is one state of the account even while a
+    // device pushes.
+    db::read_snapshot(opened.db, |snapshot| {
+        write_export(snapshot, user, now, &mut out)
+    })?;
+    let file = out
+        .into_inner()
+        .map_err(|error| spool_error(error.into_error()))?;
+    let spool = Spool::from_written(file).map_err(spool_error)?;
+    Ok(ok_spooled(200, spool))
 }
 
-/// `GET /account/export`: the user, the time, every record by entity.
-struct Export<'a> {
-    user: &'a User,
-    exported_at: i64,
-    rows: &'a [Pulled],
-}
-
-impl serde::Serialize for Export<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        struct OfEntity<'a>(Entity, &'a [Pulled]);
-        impl serde::Serialize for OfEntity<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.1.iter().filter(|row| row.entity == self.0))
+/// The export in the success envelope, `{"success":true,"data":{...}}`:
+/// serde writes every value and key; only the punctuation between the
+/// streamed pieces is written here.
+fn write_export(db: &mut Db, user: &User, now: i64, out: &mut dyn Write) -> Result<(), ApiError> {
+    out_write(out, b"{\"success\":true,\"data\":{\"user\":")?;
+    piece(
+        out,
+        &json!({
+            "id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "sync_enabled": user.sync_enabled,
+        }),
+    )?;
+    out_write(out, b",\"exported_at\":")?;
+    piece(out, &clock::to_rfc3339(now))?;
+    for entity in Entity::ALL {
+        out_write(out, b",")?;
+        piece(out, entity.bulk_key())?;
+        out_write(out, b":[")?;
+        let mut first = true;
+        records::each_record(db, &user.id, entity, |row: Pulled| {
+            if !first {
+                out_write(out, b",")?;
             }
-        }
-        let mut map = serializer.serialize_map(Some(2 + Entity::ALL.len()))?;
-        map.serialize_entry(
-            "user",
-            &json!({
-                "id": self.user.id,
-                "email": self.user.email,
-                "name": self.user.name,
-                "sync_enabled": self.user.sync_enabled,
-            }),
-        )?;
-        map.serialize_entry("exported_at", &clock::to_rfc3339(self.exported_at))?;
-        for entity in Entity::ALL {
-            map.serialize_entry(entity.bulk_key(), &OfEntity(entity, self.rows))?;
-        }
-        map.end()
+            first = false;
+            piece(out, &row)
+        })?;
+        out_write(out, b"]")?;
+    }
+    out_write(out, b"}}")
+}
+
+fn piece<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), ApiError> {
+    serde_json::to_writer(&mut *out, value).map_err(|error| match error.io_error_kind() {
+        Some(_) => spool_error(std::io::Error::from(error)),
+        None => ApiError::Internal(format!("export: serialize: {error}")),
+    })
+}
+
+fn out_write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), ApiError> {
+    out.write_all(bytes).map_err(spool_error)
+}
+
+/// A full disk or quota is the host's passing state (503, try later); any
+/// other failure of the spool directory is a deployment fault (500).
+fn spool_error(error: std::io::Error) -> ApiError {
+    let cause = format!("export spool (TMPDIR): {error}");
+    match error.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => ApiError::Unavailable(cause),
+        _ => ApiError::Internal(cause),
     }
 }

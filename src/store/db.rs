@@ -318,6 +318,36 @@ impl Db {
         })
     }
 
+    /// Rows of a prepared statement handed to `each` as they arrive from
+    /// the server, none kept: a result of any size costs one row's memory.
+    /// An error from `each` ends the reading (the rest is drained) and is
+    /// returned. The time spent in `each` is not counted as MySQL's.
+    pub fn exec_each<E: From<StoreError>>(
+        &mut self,
+        sql: &str,
+        params: impl Into<Params>,
+        mut each: impl FnMut(Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.open_pending()?;
+        let params = params.into();
+        let started = Instant::now();
+        let mut outside = Duration::ZERO;
+        let conn = &mut self.conn;
+        let read = || -> Result<(), E> {
+            let rows = conn.exec_iter(sql, params).map_err(StoreError::from)?;
+            for row in rows {
+                let row = row.map_err(StoreError::from)?;
+                let handed = Instant::now();
+                each(row)?;
+                outside += handed.elapsed();
+            }
+            Ok(())
+        };
+        let result = read();
+        self.spent += started.elapsed().saturating_sub(outside);
+        result
+    }
+
     /// Text-protocol statements with no parameters (DDL, locks, probes).
     pub fn query<T: FromRow>(&mut self, sql: &str) -> Result<Vec<T>, StoreError> {
         self.open_pending()?;
@@ -573,6 +603,32 @@ impl DbSlot {
     /// state is unknown, and the next request opens a fresh one.
     pub fn reset(&mut self) {
         self.kept = None;
+    }
+}
+
+/// Runs `work` in a read-only transaction over one consistent snapshot:
+/// REPEATABLE READ for this transaction alone (the session stays READ
+/// COMMITTED), so every read in it sees the same committed state, and no
+/// row is locked, so the user's devices go on writing while it reads. Not
+/// retried: plain reads meet no deadlock.
+pub fn read_snapshot<T, E: From<StoreError>>(
+    db: &mut Db,
+    work: impl FnOnce(&mut Db) -> Result<T, E>,
+) -> Result<T, E> {
+    db.query_drop(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+         START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+    )?;
+    db.tx = TxState::Open;
+    match work(db) {
+        Ok(value) => {
+            db.commit()?;
+            Ok(value)
+        }
+        Err(error) => {
+            db.rollback()?;
+            Err(error)
+        }
     }
 }
 

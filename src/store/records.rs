@@ -510,6 +510,22 @@ pub fn changes(
     Ok((page_rows(db, user_id, cursor, &entries)?, has_more))
 }
 
+/// Every record the user holds of `entity`, tombstones included, in
+/// version order, handed to `each` as it arrives from the server (the
+/// export: an account of any size costs one row's memory).
+pub fn each_record<E: From<StoreError>>(
+    db: &mut Db,
+    user_id: &str,
+    entity: Entity,
+    mut each: impl FnMut(Pulled) -> Result<(), E>,
+) -> Result<(), E> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE user_id = ? ORDER BY version",
+        entity.table()
+    );
+    db.exec_each(&sql, (user_id,), |row| each(read_pulled(entity, row)?))
+}
+
 /// Per entity: `(records including tombstones, live records, highest
 /// version)`, in one statement.
 pub fn counts(db: &mut Db, user_id: &str) -> Result<Vec<(Entity, u64, u64, u64)>, StoreError> {

@@ -228,3 +228,57 @@ pub fn every_sync_route_works(instance: &Instance) {
     assert_eq!(status["sync_token"], rest["sync_token"], "{status}");
     assert_eq!(status["meals"]["count"], 2, "{status}");
 }
+
+/// An export larger than one FastCGI record (64 KiB) and than Apache's
+/// buffers arrives whole with its `Content-Length`: the spooled body is
+/// copied out after the head in both modes.
+pub fn a_large_export_arrives_whole(instance: &Instance) {
+    let email = format!("e2e-export-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registered = ok(
+        instance,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"email": email, "password": "export password", "name": "E2E"})),
+    );
+    let token = text(&registered["token"]);
+    let note = "n".repeat(30_000);
+    let ids: Vec<String> = (0..40).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for batch in ids.chunks(20) {
+        let metrics: Vec<Value> = batch
+            .iter()
+            .map(|id| json!({"id": id, "data": {"note": note}, "updated_at": "2024-03-01T08:00:00.000Z"}))
+            .collect();
+        ok(
+            instance,
+            "POST",
+            "/api/health-metrics/sync",
+            Some(&token),
+            Some(json!({ "metrics": metrics })),
+        );
+    }
+    let response = call(instance, "GET", "/api/account/export", Some(&token), None);
+    assert!(
+        response.body.len() > 1_200_000,
+        "{} bytes",
+        response.body.len()
+    );
+    if let Some(length) = response.header("Content-Length") {
+        assert_eq!(length, response.body.len().to_string());
+    }
+    let data = expect_envelope(&response, 200, None)["data"].clone();
+    let mut exported: Vec<String> = data["health_metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|metric| {
+            assert_eq!(metric["data"]["note"].as_str().map(str::len), Some(30_000));
+            text(&metric["id"])
+        })
+        .collect();
+    let mut expected = ids.clone();
+    exported.sort();
+    expected.sort();
+    assert_eq!(exported, expected);
+}

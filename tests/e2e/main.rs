@@ -85,6 +85,9 @@ fn run_every_scenario(mode: Mode) {
     runner.run("every sync route works through Apache", || {
         flows::every_sync_route_works(&server)
     });
+    runner.run("an export of 1.2 MB arrives whole through Apache", || {
+        flows::a_large_export_arrives_whole(&server)
+    });
     runner.finish(&[&server, &database_down]);
 }
 
