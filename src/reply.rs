@@ -126,7 +126,7 @@ pub fn finalize(
         response.headers.push((
             "Access-Control-Expose-Headers",
             "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, \
-             Server-Timing"
+             Server-Timing, Idempotent-Replayed"
                 .into(),
         ));
         if request.method == "OPTIONS" {
@@ -136,7 +136,7 @@ pub fn finalize(
             ));
             response.headers.push((
                 "Access-Control-Allow-Headers",
-                "Authorization, Content-Type, X-Device-Id".into(),
+                "Authorization, Content-Type, X-Device-Id, Idempotency-Key".into(),
             ));
             response
                 .headers

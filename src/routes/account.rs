@@ -12,10 +12,10 @@ use crate::http::{Request, Response};
 use crate::reply::ok;
 use crate::routes::auth::check_name;
 use crate::routes::body::{self, Fields};
-use crate::store::clock;
 use crate::store::db::{self, Db};
 use crate::store::records::{self, Cursor, Pulled};
 use crate::store::users::{self, Lock, User};
+use crate::store::{clock, conflicts};
 use crate::sync::Entity;
 
 fn account_json(db: &mut Db, config: &Config, user: &User) -> Result<Value, ApiError> {
@@ -131,7 +131,7 @@ pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
     // the export is one consistent state even while a device syncs; the
     // same lock counts the export against its hourly allowance.
     let now = opened.env.now_millis();
-    let (rows, _) = db::transaction(opened.db, |tx, _attempt| {
+    let ((rows, _), conflicts) = db::transaction(opened.db, |tx, _attempt| {
         session::load_user(tx, claims, Lock::Update)?;
         if let Some(wait_ms) = users::count_export(tx, &user.id, now, EXPORTS_PER_HOUR, 3_600_000)?
         {
@@ -143,14 +143,15 @@ pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
                     .max(1),
             }));
         }
-        Ok::<_, ApiError>(records::changes(
+        let rows = records::changes(
             tx,
             &user.id,
             &Entity::ALL,
             Cursor::AfterVersion(0),
             u64::MAX,
             usize::MAX,
-        )?)
+        )?;
+        Ok::<_, ApiError>((rows, conflicts::all(tx, &user.id)?))
     })?;
     Ok(ok(
         200,
@@ -158,6 +159,7 @@ pub fn get_export(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
             user,
             exported_at: opened.env.now_millis(),
             rows: &rows,
+            conflicts: &conflicts,
         },
     ))
 }
@@ -167,6 +169,8 @@ struct Export<'a> {
     user: &'a User,
     exported_at: i64,
     rows: &'a [Pulled],
+    /// The conflict log (contract section 9.4).
+    conflicts: &'a [conflicts::Entry],
 }
 
 impl serde::Serialize for Export<'_> {
@@ -178,7 +182,7 @@ impl serde::Serialize for Export<'_> {
                 serializer.collect_seq(self.1.iter().filter(|row| row.entity == self.0))
             }
         }
-        let mut map = serializer.serialize_map(Some(2 + Entity::ALL.len()))?;
+        let mut map = serializer.serialize_map(Some(3 + Entity::ALL.len()))?;
         map.serialize_entry(
             "user",
             &json!({
@@ -192,6 +196,7 @@ impl serde::Serialize for Export<'_> {
         for entity in Entity::ALL {
             map.serialize_entry(entity.bulk_key(), &OfEntity(entity, self.rows))?;
         }
+        map.serialize_entry("conflicts", self.conflicts)?;
         map.end()
     }
 }

@@ -182,6 +182,9 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
         last_sync_at: 1_700_000_000_000,
         record_count: 0,
         data_bytes: 0,
+        digests: [0; 5],
+        entity_versions: [0; 5],
+        conflict_seq: 0,
     };
 
     // A statement that fails ends the packet: the transaction rolls back
