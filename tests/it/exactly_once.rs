@@ -1036,3 +1036,134 @@ fn sync_disabled_applies_to_digest_fetch_and_conflicts() {
         .send()
         .expect(401, "UNAUTHORIZED");
 }
+
+// Concurrency
+
+/// A device's copy, paged in with `sync_token`: `(id -> version)`.
+struct Copy {
+    held: BTreeMap<String, u64>,
+    cursor: String,
+}
+
+impl Copy {
+    fn digest(&self) -> String {
+        digest_of(self.held.iter().map(|(id, v)| (id.as_str(), *v)))
+    }
+
+    fn apply(&mut self, records: &Value) {
+        for record in records.as_array().unwrap_or(&Vec::new()) {
+            self.held.insert(
+                record["id"].as_str().unwrap_or_default().to_owned(),
+                record["version"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+}
+
+/// Pushes per pusher: enough that pullers land between a push's commit
+/// and their own reads many times.
+const PUSHES: usize = 40;
+
+#[test]
+fn digests_stay_exact_while_four_pushers_and_four_pullers_share_one_user() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let (db, user) = setup();
+    let pushing = AtomicBool::new(true);
+    let verified = AtomicUsize::new(0);
+    let pool: Vec<String> = (0..40).map(|n| id(n + 1)).collect();
+    std::thread::scope(|scope| {
+        let pushers: Vec<_> = (0..4u64)
+            .map(|seed| {
+                let (db, user, pool) = (&db, &user, &pool);
+                scope.spawn(move || {
+                    let mut rng = crate::support::Rng(seed + 100);
+                    for _ in 0..PUSHES {
+                        let mut ids: Vec<&String> = (0..5).map(|_| rng.pick(pool)).collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        let records: Vec<Value> = ids
+                            .iter()
+                            .map(|id| {
+                                let at = crate::support::rfc3339(
+                                    crate::support::now_ms() - rng.below(60_000) as i64,
+                                );
+                                let deleted = rng.chance(15).then(|| at.clone());
+                                json!({"id": id, "data": {"date": "2024-03-01", "n": rng.next() % 1000},
+                                       "updated_at": at, "deleted_at": deleted})
+                            })
+                            .collect();
+                        db.post("/api/meals/sync", &json!({ "meals": records }))
+                            .token(&user.token)
+                            .send()
+                            .ok();
+                    }
+                })
+            })
+            .collect();
+        for puller in 0..4 {
+            let (db, user, pushing, verified) = (&db, &user, &pushing, &verified);
+            scope.spawn(move || {
+                let mut copy = Copy {
+                    held: BTreeMap::new(),
+                    cursor: "0".into(),
+                };
+                loop {
+                    let done = !pushing.load(Ordering::SeqCst);
+                    // Two pull per entity, two use bulk.
+                    let (records, has_more, next, digest) = if puller % 2 == 0 {
+                        let page = db
+                            .get(&format!("/api/meals?limit=7&sync_token={}", copy.cursor))
+                            .token(&user.token)
+                            .send()
+                            .ok()
+                            .clone();
+                        (
+                            page["meals"].clone(),
+                            page["has_more"].clone(),
+                            page["next_sync_token"].clone(),
+                            page["digest"].clone(),
+                        )
+                    } else {
+                        let page = db
+                            .post(
+                                "/api/sync/bulk",
+                                &json!({"limit": 7, "sync_token": copy.cursor}),
+                            )
+                            .token(&user.token)
+                            .send()
+                            .ok()
+                            .clone();
+                        (
+                            page["meals"]["server_updates"].clone(),
+                            page["has_more"].clone(),
+                            page["sync_token"].clone(),
+                            page["digests"]["meals"].clone(),
+                        )
+                    };
+                    copy.apply(&records);
+                    copy.cursor = next.as_str().unwrap_or_default().to_owned();
+                    if has_more == false {
+                        assert_eq!(
+                            digest,
+                            Value::String(copy.digest()),
+                            "puller {puller} at {}",
+                            copy.cursor
+                        );
+                        verified.fetch_add(1, Ordering::SeqCst);
+                        if done {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        for pusher in pushers {
+            pusher.join().unwrap_or_else(|_| panic!("a pusher failed"));
+        }
+        pushing.store(false, Ordering::SeqCst);
+    });
+    assert!(verified.load(Ordering::SeqCst) >= 8, "digests checked");
+    let now = status(&db, &user);
+    assert_eq!(now["meals"]["digest"], stored_digest(&db, "meals", &user));
+}
