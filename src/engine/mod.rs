@@ -10,6 +10,12 @@
 //! rows written by one prepared statement; the user's new position and
 //! `COMMIT`); a bulk writes one statement per entity and reads its page's
 //! rows between.
+//!
+//! Contract section 9 rides in the same packets: a keyed request reads its
+//! `Idempotency-Key` right after the user row's lock and, the first time,
+//! stores its rendered answer with the commit; the entities' digests move
+//! by XOR per write and are written with the user's new position; the
+//! conflict log is written with the commit.
 
 pub mod validate;
 pub mod wire;
