@@ -39,6 +39,9 @@ use wire::{Applied, ConflictDetail, EntityResult, Held, PullAnswer, Token};
 
 pub const DEFAULT_PULL_LIMIT: usize = 100;
 pub const MAX_PULL_LIMIT: usize = 1000;
+/// A conflict log and stored answer up to this size ride in the packet
+/// that commits; larger ones are written by prepared statements first.
+const INLINE_BYTES: usize = 256 * 1024;
 /// `last_sync_at` and a device's last sync are rewritten at most this
 /// often by reads, so a pull stays a read (no commit to wait for).
 const LAST_SYNC_RESOLUTION_MS: i64 = 60_000;
@@ -292,20 +295,32 @@ pub fn sync(
             // Conflicts the server's side won wrote no record.
             records::push_conflict_seq(&mut packet, &user.id, conflict_seq)?;
         }
-        conflicts::push_log(&mut packet, &user.id, &conflicts)?;
-        if let Some(keyed) = key {
-            idempotency::push_store(
-                &mut packet,
-                &user.id,
-                &idempotency::NewKey {
-                    key: &keyed.key,
-                    route: &keyed.route,
-                    body_hash: &keyed.body_hash,
-                    answer: data.get().as_bytes(),
-                    now: env.now_millis(),
-                    expired_before: keys_fresh_since,
-                },
-            )?;
+        let new_key = key.as_ref().map(|keyed| idempotency::NewKey {
+            key: &keyed.key,
+            route: &keyed.route,
+            body_hash: &keyed.body_hash,
+            answer: data.get().as_bytes(),
+            now: env.now_millis(),
+            expired_before: keys_fresh_since,
+        });
+        // The log and the answer ride with the commit when small; large
+        // ones go first by prepared statements (binary values, and the
+        // packet stays far below a server's `max_allowed_packet`).
+        let extra_bytes = conflicts
+            .iter()
+            .map(conflicts::Entry::record_bytes)
+            .sum::<usize>()
+            + new_key.as_ref().map_or(0, |new| new.answer.len());
+        if extra_bytes <= INLINE_BYTES {
+            conflicts::push_log(&mut packet, &user.id, &conflicts)?;
+            if let Some(new) = &new_key {
+                idempotency::push_store(&mut packet, &user.id, new)?;
+            }
+        } else {
+            conflicts::write_log(db, &user.id, &conflicts)?;
+            if let Some(new) = &new_key {
+                idempotency::store(db, &user.id, new)?;
+            }
         }
         // A writer records the sync in its own transaction; a reader does
         // it after commit, so its shared lock is never upgraded (two
@@ -452,25 +467,33 @@ pub fn pull(
         let has_more = has_more || cut;
         Ok((user, rows, has_more))
     };
+    let cursor = ask.as_ref().ok().and_then(|ask| ask.cursor);
     let (user, rows, has_more) = if locked {
         db::transaction(db, read)?
     } else {
-        read(db, 1)?
+        // A write to the entity that commits between the page and the user
+        // row leaves a complete page behind the digest read after it: the
+        // page is read again (rarely: the two statements travel together).
+        let mut attempt = 1;
+        loop {
+            let (user, rows, has_more) = read(db, attempt)?;
+            let next = next_position(&rows, has_more, cursor, None);
+            if has_more || !raced(&user, entity, next) || attempt == PULL_READS {
+                break (user, rows, has_more);
+            }
+            attempt += 1;
+        }
     };
-    let cursor = ask.as_ref().ok().and_then(|ask| ask.cursor);
     let position_if_complete = locked.then_some(user.change_counter);
     let next = next_position(&rows, has_more, cursor, position_if_complete);
     // The user row was read after the page (or under its lock), so its
     // digest is the entity's state at the user's position. A complete
-    // page holds every write up to `next`; if none of the entity's writes
-    // is above `next`, its state at `next` is that one (section 9.2). A
-    // write above it committed after the page was read: more remain.
-    let (has_more, digest) = match has_more {
-        false if user.entity_version(entity) <= next => {
-            (false, Some(digest::Digest(user.digest(entity))))
-        }
-        false => (true, None),
-        true => (true, None),
+    // page holds every write up to `next`; when none of the entity's
+    // writes is above `next`, its state at `next` is that one (section
+    // 9.2). Still raced after `PULL_READS` reads: no digest this time.
+    let digest = match has_more || raced(&user, entity, next) {
+        false => Some(digest::Digest(user.digest(entity))),
+        true => None,
     };
     let mut packet = Packet::new();
     push_record_sync(&mut packet, env, &user, device.clone()?, next, false)?;
@@ -483,6 +506,18 @@ pub fn pull(
         digest,
         oldest_sync_token: user.oldest_sync_token().map(Token),
     })
+}
+
+/// Reads of an unlocked pull page that a concurrent write keeps racing.
+const PULL_READS: u32 = 3;
+
+/// True when the entity took a write above a complete page's end `next`
+/// after the page was read: its digest is then ahead of the page. (The
+/// highest version written may be a purged tombstone's, at or below the
+/// purge watermark, which no cursor accepted is below.)
+fn raced(user: &User, entity: Entity, next: u64) -> bool {
+    let written = user.entity_version(entity);
+    written > next && written > user.purged_version
 }
 
 /// Refuses a cursor older than purged tombstones (the device must pull

@@ -48,15 +48,22 @@ impl Serialize for Entry {
     }
 }
 
-/// Adds the INSERTs of `entries` to a packet (one per ~2 MiB of records).
-pub fn push_log(packet: &mut Packet, user_id: &str, entries: &[Entry]) -> Result<(), StoreError> {
+impl Entry {
+    /// The bytes of the two records it carries.
+    pub fn record_bytes(&self) -> usize {
+        self.client_version.get().len() + self.server_version.get().len()
+    }
+}
+
+/// The INSERTs of `entries`, one per ~2 MiB of records.
+fn inserts(user_id: &str, entries: &[Entry]) -> Vec<(String, Vec<Value>)> {
+    let mut statements = Vec::new();
     let mut start = 0;
     while start < entries.len() {
         let mut end = start;
         let mut bytes = 0;
         while end < entries.len() && (end == start || bytes <= MAX_STATEMENT_BYTES) {
-            bytes +=
-                entries[end].client_version.get().len() + entries[end].server_version.get().len();
+            bytes += entries[end].record_bytes();
             end += 1;
         }
         let chunk = &entries[start..end];
@@ -77,8 +84,26 @@ pub fn push_log(packet: &mut Packet, user_id: &str, entries: &[Entry]) -> Result
             values.push(Value::from(entry.client_version.get()));
             values.push(Value::from(entry.server_version.get()));
         }
-        packet.push(&sql, &values)?;
+        statements.push((sql, values));
         start = end;
+    }
+    statements
+}
+
+/// Adds the entries' INSERTs to a packet (a small log rides with the
+/// commit).
+pub fn push_log(packet: &mut Packet, user_id: &str, entries: &[Entry]) -> Result<(), StoreError> {
+    for (sql, values) in inserts(user_id, entries) {
+        packet.push(&sql, &values)?;
+    }
+    Ok(())
+}
+
+/// Writes the entries by prepared statements (a large log: binary values,
+/// and no packet that grows past the server's `max_allowed_packet`).
+pub fn write_log(db: &mut Db, user_id: &str, entries: &[Entry]) -> Result<(), StoreError> {
+    for (sql, values) in inserts(user_id, entries) {
+        db.exec_write(&sql, values)?;
     }
     Ok(())
 }

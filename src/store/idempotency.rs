@@ -77,27 +77,46 @@ pub struct NewKey<'a> {
     pub expired_before: i64,
 }
 
-/// Stores the key (replacing an expired row of the same key) and sweeps
-/// the user's expired keys, as two statements of a packet.
+/// The sweep of the user's expired keys, then the key's row (replacing
+/// an expired row of the same key).
+fn statements(user_id: &str, new: &NewKey) -> [(&'static str, Vec<Value>); 2] {
+    [
+        (
+            "DELETE FROM idempotency_keys WHERE user_id = ? AND created_at < ?",
+            vec![Value::from(user_id), clock::to_sql(new.expired_before)],
+        ),
+        (
+            "INSERT INTO idempotency_keys (user_id, idem_key, route, body_hash, answer, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE route = VALUES(route), body_hash = VALUES(body_hash), \
+             answer = VALUES(answer), created_at = VALUES(created_at)",
+            vec![
+                Value::from(user_id),
+                Value::from(new.key),
+                Value::from(new.route),
+                Value::from(new.body_hash),
+                Value::from(new.answer),
+                clock::to_sql(new.now),
+            ],
+        ),
+    ]
+}
+
+/// Stores the key as statements of a packet (a small answer rides with
+/// the commit).
 pub fn push_store(packet: &mut Packet, user_id: &str, new: &NewKey) -> Result<(), StoreError> {
-    packet.push(
-        "DELETE FROM idempotency_keys WHERE user_id = ? AND created_at < ?",
-        &[Value::from(user_id), clock::to_sql(new.expired_before)],
-    )?;
-    packet.push(
-        "INSERT INTO idempotency_keys (user_id, idem_key, route, body_hash, answer, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE route = VALUES(route), body_hash = VALUES(body_hash), \
-         answer = VALUES(answer), created_at = VALUES(created_at)",
-        &[
-            Value::from(user_id),
-            Value::from(new.key),
-            Value::from(new.route),
-            Value::from(new.body_hash),
-            Value::from(new.answer),
-            clock::to_sql(new.now),
-        ],
-    )?;
+    for (sql, values) in statements(user_id, new) {
+        packet.push(sql, &values)?;
+    }
+    Ok(())
+}
+
+/// Stores the key by prepared statements (a large answer: binary, not
+/// escaped into a packet's text).
+pub fn store(db: &mut Db, user_id: &str, new: &NewKey) -> Result<(), StoreError> {
+    for (sql, values) in statements(user_id, new) {
+        db.exec_write(sql, values)?;
+    }
     Ok(())
 }
 

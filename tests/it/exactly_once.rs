@@ -138,6 +138,44 @@ fn a_keyed_push_replays_its_first_answer_byte_for_byte_whatever_happened_since()
 }
 
 #[test]
+fn a_large_answer_and_conflict_log_are_stored_and_replayed_too() {
+    let (db, user) = setup();
+    // Six conflicts the server wins, each carrying two records of ~40 KB:
+    // the log and the answer pass what rides in the committing packet.
+    let big = |tag: &str| json!({"date": "2024-03-01", "text": tag.repeat(40_000)});
+    let stored: Vec<Value> = (1..=6).map(|n| rec(&id(n), big("s"), T2)).collect();
+    db.post("/api/meals/sync", &json!({ "meals": stored }))
+        .token(&user.token)
+        .send()
+        .ok();
+    let older: Vec<Value> = (1..=6)
+        .map(|n| json!({"id": id(n), "data": big("c"), "updated_at": T1, "base_version": 0}))
+        .collect();
+    let body = json!({ "meals": older }).to_string();
+    let first = keyed_push(&db, &user, "big", &body);
+    assert_eq!(first.ok()["conflicts"], 6);
+    assert!(
+        first.raw_body.len() > 256 * 1024,
+        "{}",
+        first.raw_body.len()
+    );
+    let again = keyed_push(&db, &user, "big", &body);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    assert_eq!(again.raw_body, first.raw_body);
+    let logged = db
+        .get("/api/sync/conflicts")
+        .token(&user.token)
+        .send()
+        .ok()
+        .clone();
+    assert_eq!(logged["conflicts"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        logged["conflicts"][5]["client_version"],
+        first.data()["conflict_details"][5]["client_version"]
+    );
+}
+
+#[test]
 fn a_key_reused_with_another_body_or_route_is_422_and_changes_nothing() {
     let (db, user) = setup();
     let body = json!({"meals": [rec(&id(1), json!({"date": "2024-03-01"}), T1)]}).to_string();
