@@ -81,6 +81,9 @@ fn check_and_dispatch(
         Route::Push(entity) => routes::records::post_sync(ctx, request, entity, seen),
         Route::Bulk => routes::bulk::post_bulk(ctx, request, seen),
         Route::SyncStatus => routes::records::get_sync_status(ctx, request, seen),
+        Route::Digest(entity) => routes::repair::get_digest(ctx, request, entity, seen),
+        Route::Fetch(entity) => routes::repair::post_fetch(ctx, request, entity, seen),
+        Route::Conflicts => routes::conflicts::get_conflicts(ctx, request, seen),
         Route::TestPanic => test_panic(),
         Route::TestEcho => Ok(test_echo(ctx, request)),
     }

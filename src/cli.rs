@@ -16,7 +16,8 @@ healthsync: sync backend for the health app (CGI/FastCGI binary)
 Usage:
   healthsync migrate     apply pending schema migrations (prints each one)
   healthsync check       check configuration, database, schema and secrets
-  healthsync purge       delete tombstones older than TOMBSTONE_DAYS
+  healthsync purge       delete tombstones and conflict-log entries older than
+                         TOMBSTONE_DAYS, idempotency keys older than IDEMPOTENCY_HOURS
   healthsync smoke URL   prove a deployed API works, leaving nothing behind
                          (healthsync smoke --help says what it does and prints)
   healthsync --version   print the version
@@ -402,11 +403,20 @@ fn run_purge() -> ExitCode {
             started.elapsed().as_secs_f64()
         );
     };
-    match purge::purge(&mut conn, cutoff, &mut progress) {
-        Ok(totals) => {
+    let keys_cutoff = now - i64::from(config.idempotency_hours) * 3600 * 1000;
+    let result = purge::purge(&mut conn, cutoff, &mut progress).and_then(|totals| {
+        let swept = purge::sweep(&mut conn, cutoff, keys_cutoff)?;
+        Ok((totals, swept))
+    });
+    match result {
+        Ok((totals, swept)) => {
             println!(
                 "done: {} tombstones purged from {} of {} users; devices with older cursors will be asked to pull again",
                 totals.tombstones, totals.users_purged, totals.users_seen
+            );
+            println!(
+                "swept: {} conflict-log entries older than TOMBSTONE_DAYS, {} idempotency keys older than IDEMPOTENCY_HOURS={}",
+                swept.conflicts, swept.idempotency_keys, config.idempotency_hours
             );
             ExitCode::SUCCESS
         }

@@ -39,6 +39,7 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_PER_MINUTE",
     "AUTH_RATE_LIMIT_PER_MINUTE",
     "TOMBSTONE_DAYS",
+    "IDEMPOTENCY_HOURS",
     "REQUIRE_HTTPS",
     "LOG_LEVEL",
     "TMPDIR",
@@ -80,6 +81,9 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     pub auth_rate_limit_per_minute: u32,
     pub tombstone_days: u32,
+    /// An `Idempotency-Key`'s stored answer is replayed for at least this
+    /// long (contract section 9.1), then may be swept.
+    pub idempotency_hours: u32,
     pub require_https: bool,
     pub log_level: LogLevel,
     /// Where a large answer (the export) is spooled: an unlinked file the
@@ -157,6 +161,7 @@ struct RawConfig {
     auth_rate_limit_per_minute: Option<u32>,
     tmpdir: Option<String>,
     tombstone_days: Option<u32>,
+    idempotency_hours: Option<u32>,
     require_https: Option<String>,
     log_level: Option<String>,
 }
@@ -301,6 +306,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         10,
     )?;
     let tombstone_days = positive("TOMBSTONE_DAYS", raw.tombstone_days, 180)?;
+    let idempotency_hours = positive("IDEMPOTENCY_HOURS", raw.idempotency_hours, 24)?;
     let require_https = parse_bool("REQUIRE_HTTPS", raw.require_https.as_deref(), true)?;
     let log_level = match raw
         .log_level
@@ -349,6 +355,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
         rate_limit_per_minute,
         auth_rate_limit_per_minute,
         tombstone_days,
+        idempotency_hours,
         require_https,
         log_level,
         spool_dir: PathBuf::from(
@@ -558,6 +565,7 @@ mod tests {
         assert_eq!(config.rate_limit_per_minute, 100);
         assert_eq!(config.auth_rate_limit_per_minute, 10);
         assert_eq!(config.tombstone_days, 180);
+        assert_eq!(config.idempotency_hours, 24);
         assert!(config.require_https);
         assert!(config.cors_allowed_origins.is_empty());
     }
@@ -567,6 +575,7 @@ mod tests {
         check_error(&[("DB_PORT", "abc")], "DB_PORT");
         check_error(&[("MAX_BATCH", "-1")], "MAX_BATCH");
         check_error(&[("MAX_BATCH", "0")], "MAX_BATCH");
+        check_error(&[("IDEMPOTENCY_HOURS", "0")], "IDEMPOTENCY_HOURS");
         check_error(&[("REQUIRE_HTTPS", "maybe")], "REQUIRE_HTTPS");
         check_error(&[("JWT_SECRET_KEY", "short")], "JWT_SECRET_KEY");
         check_error(&[("JWT_SECRET_KEY", "")], "JWT_SECRET_KEY");

@@ -28,6 +28,9 @@ pub enum ApiError {
     InvalidJson(String),
     EmailTaken,
     ResetRequired,
+    /// An `Idempotency-Key` already used with another route or body
+    /// (contract section 9.1).
+    IdempotencyKeyReused,
     PayloadTooLarge(String),
     UnsupportedMediaType,
     RateLimited(RateLimitState),
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::Validation { .. } | ApiError::InvalidJson(_) => 400,
             ApiError::EmailTaken => 409,
             ApiError::ResetRequired => 410,
+            ApiError::IdempotencyKeyReused => 422,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::RateLimited(_) => 429,
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => "INVALID_JSON",
             ApiError::EmailTaken => "EMAIL_TAKEN",
             ApiError::ResetRequired => "RESET_REQUIRED",
+            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited(_) => "RATE_LIMITED",
@@ -125,6 +130,9 @@ impl ApiError {
             ApiError::EmailTaken => "An account with this email already exists".into(),
             ApiError::ResetRequired => {
                 "The sync cursor is older than purged deletions: pull again from no cursor".into()
+            }
+            ApiError::IdempotencyKeyReused => {
+                "This Idempotency-Key was used with another route or body".into()
             }
             ApiError::PayloadTooLarge(why) => why.clone(),
             ApiError::UnsupportedMediaType => "Request bodies must be application/json".into(),
@@ -203,6 +211,11 @@ mod tests {
             (ApiError::InvalidJson("x".into()), 400, "INVALID_JSON"),
             (ApiError::EmailTaken, 409, "EMAIL_TAKEN"),
             (ApiError::ResetRequired, 410, "RESET_REQUIRED"),
+            (
+                ApiError::IdempotencyKeyReused,
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+            ),
             (
                 ApiError::PayloadTooLarge("x".into()),
                 413,

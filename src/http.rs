@@ -128,6 +128,9 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub device_id: Option<String>,
+    /// `Idempotency-Key` as sent: bytes, checked by the routes that take
+    /// it (after authentication), never a defect of the whole request.
+    pub idempotency_key: Option<Vec<u8>>,
     pub origin: Option<String>,
     pub remote_addr: String,
     pub https: bool,
@@ -152,6 +155,7 @@ impl Request {
             authorization: None,
             content_type: None,
             device_id: None,
+            idempotency_key: None,
             origin: None,
             remote_addr: String::new(),
             https: false,
@@ -201,6 +205,7 @@ impl Request {
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
         self.device_id = params.text("HTTP_X_DEVICE_ID")?.map(str::to_owned);
+        self.idempotency_key = params.get("HTTP_IDEMPOTENCY_KEY").map(<[u8]>::to_vec);
         self.origin = params.text("HTTP_ORIGIN")?.map(str::to_owned);
         self.remote_addr = params.text("REMOTE_ADDR")?.unwrap_or("").to_owned();
         // Only what the web server itself reports: forwarded headers are

@@ -139,7 +139,7 @@ pub fn finalize(
         response.headers.push((
             "Access-Control-Expose-Headers",
             "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, \
-             Server-Timing"
+             Server-Timing, Idempotent-Replayed"
                 .into(),
         ));
         if request.method == "OPTIONS" {
@@ -149,7 +149,7 @@ pub fn finalize(
             ));
             response.headers.push((
                 "Access-Control-Allow-Headers",
-                "Authorization, Content-Type, X-Device-Id".into(),
+                "Authorization, Content-Type, X-Device-Id, Idempotency-Key".into(),
             ));
             response
                 .headers

@@ -20,6 +20,11 @@ pub enum Route {
     Push(Entity),
     Bulk,
     SyncStatus,
+    /// `GET /<slug>/digest` and `POST /<slug>/fetch` (contract 9.3).
+    Digest(Entity),
+    Fetch(Entity),
+    /// `GET /sync/conflicts` (contract 9.4).
+    Conflicts,
     /// Test-only routes: compiled in with the `test-hooks` feature alone.
     TestPanic,
     TestEcho,
@@ -44,6 +49,9 @@ impl Route {
             Route::Push(entity) => format!("POST /{}/sync", entity.slug()),
             Route::Bulk => "POST /sync/bulk".into(),
             Route::SyncStatus => "GET /sync/status".into(),
+            Route::Digest(entity) => format!("GET /{}/digest", entity.slug()),
+            Route::Fetch(entity) => format!("POST /{}/fetch", entity.slug()),
+            Route::Conflicts => "GET /sync/conflicts".into(),
             Route::TestPanic => "GET /__test/panic".into(),
             Route::TestEcho => "/__test/echo".into(),
         }
@@ -68,8 +76,11 @@ fn routes_for(path: &str) -> Option<Vec<(&'static str, Route)>> {
         ["account", "export"] => vec![("GET", Route::AccountExport)],
         ["sync", "bulk"] => vec![("POST", Route::Bulk)],
         ["sync", "status"] => vec![("GET", Route::SyncStatus)],
+        ["sync", "conflicts"] => vec![("GET", Route::Conflicts)],
         [slug] => vec![("GET", Route::Pull(Entity::from_slug(slug)?))],
         [slug, "sync"] => vec![("POST", Route::Push(Entity::from_slug(slug)?))],
+        [slug, "digest"] => vec![("GET", Route::Digest(Entity::from_slug(slug)?))],
+        [slug, "fetch"] => vec![("POST", Route::Fetch(Entity::from_slug(slug)?))],
         ["__test", "panic"] if cfg!(feature = "test-hooks") => vec![("GET", Route::TestPanic)],
         ["__test", "echo"] if cfg!(feature = "test-hooks") => {
             vec![("GET", Route::TestEcho), ("POST", Route::TestEcho)]
@@ -118,6 +129,7 @@ mod tests {
         check("GET", "/account/export", Ok(Route::AccountExport));
         check("POST", "/sync/bulk", Ok(Route::Bulk));
         check("GET", "/sync/status", Ok(Route::SyncStatus));
+        check("GET", "/sync/conflicts", Ok(Route::Conflicts));
         for entity in Entity::ALL {
             check(
                 "GET",
@@ -128,6 +140,16 @@ mod tests {
                 "POST",
                 &format!("/{}/sync", entity.slug()),
                 Ok(Route::Push(entity)),
+            );
+            check(
+                "GET",
+                &format!("/{}/digest", entity.slug()),
+                Ok(Route::Digest(entity)),
+            );
+            check(
+                "POST",
+                &format!("/{}/fetch", entity.slug()),
+                Ok(Route::Fetch(entity)),
             );
         }
     }
@@ -145,6 +167,10 @@ mod tests {
         check("PUT", "/account", Err(405));
         check("POST", "/meals", Err(405));
         check("GET", "/meals/sync", Err(405));
+        check("POST", "/meals/digest", Err(405));
+        check("GET", "/meals/fetch", Err(405));
+        check("POST", "/sync/conflicts", Err(405));
+        check("GET", "/nope/digest", Err(404));
     }
 
     #[test]

@@ -10,27 +10,38 @@
 //! rows written by one prepared statement; the user's new position and
 //! `COMMIT`); a bulk writes one statement per entity and reads its page's
 //! rows between.
+//!
+//! Contract section 9 rides in the same packets: a keyed request reads its
+//! `Idempotency-Key` right after the user row's lock and, the first time,
+//! stores its rendered answer with the commit; the entities' digests move
+//! by XOR per write and are written with the user's new position; the
+//! conflict log is written with the commit.
 
 pub mod validate;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 
+use serde_json::value::{to_raw_value, RawValue};
+
 use crate::auth::session;
 use crate::auth::tokens::AccessClaims;
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
-use crate::store::clock;
 use crate::store::db::{self, Db, Packet, Slot};
 use crate::store::records::{self, Cursor, Pulled, Span, Upto, Write};
 use crate::store::users::{Lock, User};
-use crate::sync::{self, Entity, Outcome, Record, Resolution, Stored};
+use crate::store::{clock, conflicts, idempotency};
+use crate::sync::{self, digest, Entity, Outcome, Record, Resolution, Stored};
 
 pub use validate::Batch;
 use wire::{Applied, ConflictDetail, EntityResult, Held, PullAnswer, Token};
 
 pub const DEFAULT_PULL_LIMIT: usize = 100;
 pub const MAX_PULL_LIMIT: usize = 1000;
+/// A conflict log and stored answer up to this size ride in the packet
+/// that commits; larger ones are written by prepared statements first.
+const INLINE_BYTES: usize = 256 * 1024;
 /// `last_sync_at` and a device's last sync are rewritten at most this
 /// often by reads, so a pull stays a read (no commit to wait for).
 const LAST_SYNC_RESOLUTION_MS: i64 = 60_000;
@@ -50,7 +61,8 @@ pub struct SyncAsk {
     pub page: Option<PageAsk>,
 }
 
-/// What a sync did, committed.
+/// What a sync did, as its answer is rendered from it (inside the
+/// transaction, so a keyed request can store the answer with its writes).
 pub struct Synced {
     pub results: Vec<(Entity, EntityResult)>,
     pub page: Vec<Pulled>,
@@ -61,27 +73,76 @@ pub struct Synced {
     /// after the page's last record when more remain.
     pub position: u64,
     pub sync_timestamp: i64,
+    /// Every entity's digest at `position` (contract section 9.2), in
+    /// `Entity::ALL` order: only for a bulk's last page.
+    pub digests: Option<[u64; 5]>,
+    /// The oldest cursor the server still accepts (section 9.5).
+    pub oldest_sync_token: Option<u64>,
 }
 
-/// Runs a push or a bulk in one transaction. The checks answer in the
-/// contract's order: the token was verified by the caller; here the user
-/// (401), the limit (429), the body's own refusal (`ask`), the device
-/// header, `SYNC_DISABLED`, then the cursor (410).
+/// An `Idempotency-Key` (contract section 9.1), checked, with what the
+/// request must match to replay: its route and the SHA-256 of its body.
+pub struct Keyed {
+    pub key: Vec<u8>,
+    pub route: String,
+    pub body_hash: [u8; 32],
+}
+
+/// A sync's answer: the `data` of the envelope, and whether it is the
+/// stored answer of an earlier request with the same key.
+pub struct Answered {
+    pub data: Box<RawValue>,
+    pub replayed: bool,
+}
+
+/// What the transaction ended with: a replay, or a fresh answer (with
+/// the user of a pure pull, who records the sync after commit).
+enum Done {
+    Replayed(Vec<u8>),
+    Fresh(Box<RawValue>, Option<Box<User>>, u64),
+}
+
+/// Runs a push or a bulk in one transaction and renders its answer with
+/// `render`. The checks answer in the contract's order: the token was
+/// verified by the caller; here the user (401), the limit (429), the
+/// body's own refusal (`ask`), the device header and the key, then
+/// `SYNC_DISABLED`, a key used for something else (422), a replay, and
+/// the cursor (410).
 pub fn sync(
     ctx: &mut Ctx,
     claims: &AccessClaims,
     ask: &Result<SyncAsk, ApiError>,
     device: &Result<Option<&str>, ApiError>,
+    key: &Result<Option<Keyed>, ApiError>,
+    render: &dyn Fn(&Synced) -> Result<Box<RawValue>, ApiError>,
     seen: &mut Seen,
-) -> Result<Synced, ApiError> {
+) -> Result<Answered, ApiError> {
     let writes = matches!(ask, Ok(ask) if ask.batches.iter().any(|b| !b.is_empty()));
-    // Writers lock the user row; a pure pull shares it, which still waits
-    // for the user's writers so `sync_timestamp` is exact.
-    let lock = if writes { Lock::Update } else { Lock::Share };
+    let keyed = matches!(key, Ok(Some(_)));
+    // Writers lock the user row; so does a keyed request, which stores its
+    // key and must serialize with another request holding the same key. A
+    // pure pull shares it, which still waits for the user's writers so
+    // `sync_timestamp` is exact.
+    let lock = if writes || keyed {
+        Lock::Update
+    } else {
+        Lock::Share
+    };
     let (db, env) = ctx.db()?;
-    let (synced, pull_only) = db::transaction(db, |db, attempt| {
+    let keys_fresh_since = env.now_millis() - i64::from(env.config.idempotency_hours) * 3_600_000;
+    let done = db::transaction(db, |db, attempt| {
         let mut packet = Packet::new();
         let opening = session::push_open(&mut packet, env, claims, lock, attempt == 1)?;
+        // After the user row's lock: what the key's last holder committed.
+        let key_slot = match key {
+            Ok(Some(keyed)) => Some(idempotency::push_find(
+                &mut packet,
+                &claims.user_id,
+                &keyed.key,
+                keys_fresh_since,
+            )?),
+            _ => None,
+        };
         let mut locks: Option<Slot> = None;
         let mut page_slot = None;
         if let Ok(ask) = ask {
@@ -111,8 +172,17 @@ pub fn sync(
         let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         let device = device.clone()?;
+        let key = key.as_ref().map_err(Clone::clone)?;
         if !user.sync_enabled {
             return Err(ApiError::SyncDisabled);
+        }
+        if let (Some(keyed), Some(slot)) = (key, key_slot) {
+            if let Some(stored) = idempotency::read_found(&mut sets, slot)? {
+                if stored.route != keyed.route || stored.body_hash != keyed.body_hash {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+                return Ok(Done::Replayed(stored.answer));
+            }
         }
         if let Some(page) = ask.page {
             check_cursor(&user, page.cursor)?;
@@ -171,10 +241,40 @@ pub fn sync(
             user.last_write_at
                 .map_or(just_before_now, |last| last.max(just_before_now))
         };
+        // The digests move by this request's writes alone (section 9.2):
+        // under the user's lock they are exact at `counter`.
+        let mut digests = user.digests;
+        let mut entity_versions = user.entity_versions;
+        for one in &merged {
+            digests[one.entity.index()] ^= one.digest_delta;
+            if let Some(highest) = one.pending.iter().map(|(_, _, version)| *version).max() {
+                let written = &mut entity_versions[one.entity.index()];
+                *written = (*written).max(highest);
+            }
+        }
+        let conflicts = conflict_entries(&merged, user.conflict_seq, received_at, device)?;
+        let conflict_seq = conflicts
+            .last()
+            .map_or(user.conflict_seq, |entry| entry.seq);
+        let synced = Synced {
+            results: merged
+                .iter_mut()
+                .map(|one| (one.entity, std::mem::take(&mut one.result)))
+                .collect(),
+            page,
+            has_more,
+            previous: user.change_counter,
+            position,
+            sync_timestamp,
+            digests: (!has_more && ask.page.is_some()).then_some(digests),
+            oldest_sync_token: user.oldest_sync_token(),
+        };
+        let data = render(&synced)?;
 
         // The rows go by prepared statements (binary values: nothing to
         // escape here or to parse there, measured faster than literals in
-        // the packet); the user's new position and COMMIT follow in one.
+        // the packet); the user's new position, the conflict log, the key
+        // and COMMIT follow in one.
         for one in &merged {
             records::write_batch(db, &user.id, one.entity, &one.writes(), received_at)?;
         }
@@ -186,8 +286,41 @@ pub fn sync(
                 last_sync_at: env.now_millis(),
                 record_count: quota.records,
                 data_bytes: quota.bytes,
+                digests,
+                entity_versions,
+                conflict_seq,
             };
             records::push_advance_user(&mut packet, &user.id, &advance)?;
+        } else if conflict_seq != user.conflict_seq {
+            // Conflicts the server's side won wrote no record.
+            records::push_conflict_seq(&mut packet, &user.id, conflict_seq)?;
+        }
+        let new_key = key.as_ref().map(|keyed| idempotency::NewKey {
+            key: &keyed.key,
+            route: &keyed.route,
+            body_hash: &keyed.body_hash,
+            answer: data.get().as_bytes(),
+            now: env.now_millis(),
+            expired_before: keys_fresh_since,
+        });
+        // The log and the answer ride with the commit when small; large
+        // ones go first by prepared statements (binary values, and the
+        // packet stays far below a server's `max_allowed_packet`).
+        let extra_bytes = conflicts
+            .iter()
+            .map(conflicts::Entry::record_bytes)
+            .sum::<usize>()
+            + new_key.as_ref().map_or(0, |new| new.answer.len());
+        if extra_bytes <= INLINE_BYTES {
+            conflicts::push_log(&mut packet, &user.id, &conflicts)?;
+            if let Some(new) = &new_key {
+                idempotency::push_store(&mut packet, &user.id, new)?;
+            }
+        } else {
+            conflicts::write_log(db, &user.id, &conflicts)?;
+            if let Some(new) = &new_key {
+                idempotency::store(db, &user.id, new)?;
+            }
         }
         // A writer records the sync in its own transaction; a reader does
         // it after commit, so its shared lock is never upgraded (two
@@ -197,25 +330,66 @@ pub fn sync(
         }
         packet.commit();
         db.run(packet)?;
-        let synced = Synced {
-            results: merged
-                .into_iter()
-                .map(|one| (one.entity, one.result))
-                .collect(),
-            page,
-            has_more,
-            previous: user.change_counter,
+        Ok(Done::Fresh(
+            data,
+            (lock == Lock::Share).then(|| Box::new(user)),
             position,
-            sync_timestamp,
-        };
-        Ok((synced, (lock == Lock::Share).then_some(user)))
+        ))
     })?;
-    if let (Some(user), Ok(device)) = (pull_only, device) {
-        let mut packet = Packet::new();
-        push_record_sync(&mut packet, env, &user, *device, synced.position, false)?;
-        db.run(packet)?;
+    match done {
+        Done::Replayed(answer) => {
+            let text = String::from_utf8(answer)
+                .map_err(|_| ApiError::Internal("a stored answer is not UTF-8".into()))?;
+            let data = RawValue::from_string(text)
+                .map_err(|_| ApiError::Internal("a stored answer is not JSON".into()))?;
+            Ok(Answered {
+                data,
+                replayed: true,
+            })
+        }
+        Done::Fresh(data, pull_only, position) => {
+            if let (Some(user), Ok(device)) = (pull_only, device) {
+                let mut packet = Packet::new();
+                push_record_sync(&mut packet, env, &user, *device, position, false)?;
+                db.run(packet)?;
+            }
+            Ok(Answered {
+                data,
+                replayed: false,
+            })
+        }
     }
-    Ok(synced)
+}
+
+/// The conflict log's entries for this request's conflicts (section 9.4),
+/// numbered on from the user's last `seq`.
+fn conflict_entries(
+    merged: &[Merged],
+    last_seq: u64,
+    at: i64,
+    device: Option<&str>,
+) -> Result<Vec<conflicts::Entry>, ApiError> {
+    let mut entries = Vec::new();
+    let details = merged
+        .iter()
+        .flat_map(|one| one.result.conflict_details.iter());
+    for (offset, detail) in (1u64..).zip(details) {
+        entries.push(conflicts::Entry {
+            seq: last_seq + offset,
+            at,
+            device_id: device.map(str::to_owned),
+            entity_type: detail.entity_type.to_owned(),
+            entity_id: detail.entity_id.clone(),
+            resolution: detail.resolution.to_owned(),
+            client_version: to_raw_value(&detail.client_version).map_err(unrenderable)?,
+            server_version: to_raw_value(&detail.server_version).map_err(unrenderable)?,
+        });
+    }
+    Ok(entries)
+}
+
+fn unrenderable(error: serde_json::Error) -> ApiError {
+    ApiError::Internal(format!("conflict log entry: {error}"))
 }
 
 /// A pull's query, parsed.
@@ -293,14 +467,34 @@ pub fn pull(
         let has_more = has_more || cut;
         Ok((user, rows, has_more))
     };
+    let cursor = ask.as_ref().ok().and_then(|ask| ask.cursor);
     let (user, rows, has_more) = if locked {
         db::transaction(db, read)?
     } else {
-        read(db, 1)?
+        // A write to the entity that commits between the page and the user
+        // row leaves a complete page behind the digest read after it: the
+        // page is read again (rarely: the two statements travel together).
+        let mut attempt = 1;
+        loop {
+            let (user, rows, has_more) = read(db, attempt)?;
+            let next = next_position(&rows, has_more, cursor, None);
+            if has_more || !raced(&user, entity, next) || attempt == PULL_READS {
+                break (user, rows, has_more);
+            }
+            attempt += 1;
+        }
     };
-    let cursor = ask.as_ref().ok().and_then(|ask| ask.cursor);
     let position_if_complete = locked.then_some(user.change_counter);
     let next = next_position(&rows, has_more, cursor, position_if_complete);
+    // The user row was read after the page (or under its lock), so its
+    // digest is the entity's state at the user's position. A complete
+    // page holds every write up to `next`; when none of the entity's
+    // writes is above `next`, its state at `next` is that one (section
+    // 9.2). Still raced after `PULL_READS` reads: no digest this time.
+    let digest = match has_more || raced(&user, entity, next) {
+        false => Some(digest::Digest(user.digest(entity))),
+        true => None,
+    };
     let mut packet = Packet::new();
     push_record_sync(&mut packet, env, &user, device.clone()?, next, false)?;
     db.run(packet)?;
@@ -309,7 +503,21 @@ pub fn pull(
         records: rows,
         has_more,
         next_sync_token: Token(next),
+        digest,
+        oldest_sync_token: user.oldest_sync_token().map(Token),
     })
+}
+
+/// Reads of an unlocked pull page that a concurrent write keeps racing.
+const PULL_READS: u32 = 3;
+
+/// True when the entity took a write above a complete page's end `next`
+/// after the page was read: its digest is then ahead of the page. (The
+/// highest version written may be a purged tombstone's, at or below the
+/// purge watermark, which no cursor accepted is below.)
+fn raced(user: &User, entity: Entity, next: u64) -> bool {
+    let written = user.entity_version(entity);
+    written > next && written > user.purged_version
 }
 
 /// Refuses a cursor older than purged tombstones (the device must pull
@@ -463,6 +671,8 @@ struct Merged {
     result: EntityResult,
     /// Record, its data as compact JSON, the version it takes.
     pending: Vec<(Record, String, u64)>,
+    /// What the writes change in the entity's digest (section 9.2).
+    digest_delta: u64,
 }
 
 impl Merged {
@@ -498,6 +708,7 @@ fn merge_batch(
         ..EntityResult::default()
     };
     let mut pending: Vec<(Record, String, u64)> = Vec::new();
+    let mut digest_delta = 0u64;
     let mut next_version = || {
         *counter += 1;
         *counter
@@ -524,6 +735,7 @@ fn merge_batch(
                 }
                 quota.apply(old_len, new_len);
                 let version = next_version();
+                digest_delta ^= digest::write_delta(&id, current.map(|s| s.version), version);
                 pending.push((incoming.record.clone(), valid.data_json.clone(), version));
                 result.synced += 1;
                 result.applied.push(Applied {
@@ -553,6 +765,7 @@ fn merge_batch(
                 let now_held = match store {
                     Some(record) => {
                         let version = next_version();
+                        digest_delta ^= digest::write_delta(&id, Some(met.version), version);
                         let data_json = serde_json::to_string(&record.data)
                             .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
                         // A conflict's resolution is never refused for quota.
@@ -594,6 +807,8 @@ fn merge_batch(
                         let old_len = stored.get(&derived_id).map(|held| data_len(&held.record));
                         quota.apply(old_len, valid.data_json.len() as u64);
                         let version = next_version();
+                        let old_version = stored.get(&derived_id).map(|held| held.version);
+                        digest_delta ^= digest::write_delta(&derived_id, old_version, version);
                         pending.push((copy.clone(), valid.data_json.clone(), version));
                         let held = Stored {
                             record: copy,
@@ -625,6 +840,7 @@ fn merge_batch(
         entity,
         result,
         pending,
+        digest_delta,
     })
 }
 

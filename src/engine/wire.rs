@@ -7,7 +7,10 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::store::clock;
+use crate::store::conflicts;
 use crate::store::records::Pulled;
+use crate::store::repair::PrefixDigest;
+use crate::sync::digest::Digest;
 use crate::sync::{Entity, Record};
 
 /// A position in the user's change sequence: its decimal digits, one
@@ -102,54 +105,65 @@ pub struct EntityResult {
 
 /// The answer of `POST /<slug>/sync`.
 #[derive(Debug, serde::Serialize)]
-pub struct PushAnswer {
+pub struct PushAnswer<'a> {
     #[serde(flatten)]
-    pub result: EntityResult,
+    pub result: &'a EntityResult,
     pub previous_sync_token: Token,
     pub sync_token: Token,
 }
 
-/// The answer of `GET /<slug>`: the list under the entity's list key.
+/// The answer of `GET /<slug>`: the list under the entity's list key;
+/// on the last page (`has_more: false`) the entity's digest at
+/// `next_sync_token` (section 9.2).
 #[derive(Debug)]
 pub struct PullAnswer {
     pub entity: Entity,
     pub records: Vec<Pulled>,
     pub has_more: bool,
     pub next_sync_token: Token,
+    pub digest: Option<Digest>,
+    pub oldest_sync_token: Option<Token>,
 }
 
 impl Serialize for PullAnswer {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(3))?;
+        let mut map = serializer.serialize_map(None)?;
         map.serialize_entry(self.entity.list_key(), &self.records)?;
         map.serialize_entry("has_more", &self.has_more)?;
         map.serialize_entry("next_sync_token", &self.next_sync_token)?;
+        map.serialize_entry("oldest_sync_token", &self.oldest_sync_token)?;
+        if let Some(digest) = &self.digest {
+            map.serialize_entry("digest", digest)?;
+        }
         map.end()
     }
 }
 
 /// The answer of `POST /sync/bulk`: a section per entity (all five), then
-/// the cursor fields.
+/// the cursor fields; on the last page every entity's digest.
 #[derive(Debug)]
-pub struct BulkAnswer {
+pub struct BulkAnswer<'a> {
     /// In `Entity::ALL` order, one per entity.
-    pub results: Vec<(Entity, EntityResult)>,
+    pub results: Vec<(Entity, &'a EntityResult)>,
     /// The page of changes, in version order across entities.
-    pub page: Vec<Pulled>,
+    pub page: &'a [Pulled],
     pub previous_sync_token: Token,
     pub sync_token: Token,
     pub has_more: bool,
     pub sync_timestamp: Time,
+    pub oldest_sync_token: Option<Token>,
+    /// In `Entity::ALL` order, when `has_more` is false.
+    pub digests: Option<[u64; 5]>,
 }
 
-impl Serialize for BulkAnswer {
+impl Serialize for BulkAnswer<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.results.len() + 4))?;
+        let mut map = serializer.serialize_map(None)?;
         for (entity, result) in &self.results {
             let section = BulkSection {
                 entity: *entity,
                 result,
-                page: &self.page,
+                page: self.page,
             };
             map.serialize_entry(entity.bulk_key(), &section)?;
         }
@@ -157,6 +171,23 @@ impl Serialize for BulkAnswer {
         map.serialize_entry("sync_token", &self.sync_token)?;
         map.serialize_entry("has_more", &self.has_more)?;
         map.serialize_entry("sync_timestamp", &self.sync_timestamp)?;
+        map.serialize_entry("oldest_sync_token", &self.oldest_sync_token)?;
+        if let Some(digests) = &self.digests {
+            map.serialize_entry("digests", &Digests(digests))?;
+        }
+        map.end()
+    }
+}
+
+/// `{<bulk key>: digest, …}`, all five.
+struct Digests<'a>(&'a [u64; 5]);
+
+impl Serialize for Digests<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(Entity::ALL.len()))?;
+        for entity in Entity::ALL {
+            map.serialize_entry(entity.bulk_key(), &Digest(self.0[entity.index()]))?;
+        }
         map.end()
     }
 }
@@ -209,34 +240,124 @@ impl Serialize for Updates<'_> {
     }
 }
 
+/// One entity in `GET /sync/status`.
+#[derive(Debug, serde::Serialize)]
+pub struct EntityStatus {
+    /// Records, tombstones included.
+    pub count: u64,
+    pub max_version: u64,
+    /// The entity's digest at the answer's `sync_token`.
+    pub digest: Digest,
+}
+
 /// The answer of `GET /sync/status`.
 #[derive(Debug)]
 pub struct StatusAnswer {
-    /// Per entity: records (tombstones included) and highest version.
-    pub entities: Vec<(Entity, u64, u64)>,
+    pub entities: Vec<(Entity, EntityStatus)>,
     pub sync_token: Token,
+    pub oldest_sync_token: Option<Token>,
 }
 
 impl Serialize for StatusAnswer {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.entities.len() + 2))?;
+        for (entity, status) in &self.entities {
+            map.serialize_entry(entity.bulk_key(), status)?;
+        }
+        map.serialize_entry("sync_token", &self.sync_token)?;
+        map.serialize_entry("oldest_sync_token", &self.oldest_sync_token)?;
+        map.end()
+    }
+}
+
+/// `{count, digest}` of one child prefix.
+#[derive(Debug, serde::Serialize)]
+struct Child {
+    count: u64,
+    digest: Digest,
+}
+
+/// The sixteen children, keyed by their prefixes, in hex order.
+#[derive(Debug)]
+struct Children(Vec<(String, Child)>);
+
+impl Serialize for Children {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(prefix, child)| (prefix, child)))
+    }
+}
+
+/// The answer of `GET /<slug>/digest` (section 9.3): `records` for a
+/// leaf of at most 64, else all sixteen `children`.
+#[derive(Debug)]
+pub struct PrefixAnswer {
+    pub prefix: String,
+    pub found: PrefixDigest,
+}
+
+impl Serialize for PrefixAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
-        struct Counts {
-            count: u64,
-            max_version: u64,
+        struct IdVersion<'a> {
+            id: &'a str,
+            version: u64,
         }
-        let mut map = serializer.serialize_map(Some(self.entities.len() + 1))?;
-        for (entity, count, max_version) in &self.entities {
-            map.serialize_entry(
-                entity.bulk_key(),
-                &Counts {
-                    count: *count,
-                    max_version: *max_version,
-                },
-            )?;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("prefix", &self.prefix)?;
+        map.serialize_entry("sync_token", &Token(self.found.sync_token))?;
+        map.serialize_entry("count", &self.found.count)?;
+        map.serialize_entry("digest", &Digest(self.found.digest))?;
+        if let Some(records) = &self.found.records {
+            let records: Vec<IdVersion> = records
+                .iter()
+                .map(|(id, version)| IdVersion {
+                    id,
+                    version: *version,
+                })
+                .collect();
+            map.serialize_entry("records", &records)?;
         }
+        if let Some(children) = &self.found.children {
+            let children: Vec<(String, Child)> = children
+                .iter()
+                .enumerate()
+                .map(|(digit, (count, digest))| {
+                    let child = Child {
+                        count: *count,
+                        digest: Digest(*digest),
+                    };
+                    (format!("{}{digit:x}", self.prefix), child)
+                })
+                .collect();
+            map.serialize_entry("children", &Children(children))?;
+        }
+        map.end()
+    }
+}
+
+/// The answer of `POST /<slug>/fetch` (section 9.3).
+#[derive(Debug)]
+pub struct FetchAnswer {
+    pub entity: Entity,
+    pub records: Vec<Pulled>,
+    pub sync_token: Token,
+}
+
+impl Serialize for FetchAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry(self.entity.list_key(), &self.records)?;
         map.serialize_entry("sync_token", &self.sync_token)?;
         map.end()
     }
+}
+
+/// The answer of `GET /sync/conflicts` (section 9.4).
+#[derive(Debug, serde::Serialize)]
+pub struct ConflictsAnswer {
+    pub conflicts: Vec<conflicts::Entry>,
+    pub has_more: bool,
+    pub next_after: u64,
 }
 
 #[cfg(test)]
@@ -268,15 +389,16 @@ mod tests {
 
     #[test]
     fn a_push_answer_is_flat_with_string_tokens() {
+        let result = EntityResult {
+            synced: 1,
+            applied: vec![Applied {
+                id: "a".into(),
+                version: 3,
+            }],
+            ..EntityResult::default()
+        };
         let answer = PushAnswer {
-            result: EntityResult {
-                synced: 1,
-                applied: vec![Applied {
-                    id: "a".into(),
-                    version: 3,
-                }],
-                ..EntityResult::default()
-            },
+            result: &result,
             previous_sync_token: Token(2),
             sync_token: Token(3),
         };

@@ -14,10 +14,10 @@ use crate::http::{Request, Response, Spool};
 use crate::reply::{ok, ok_spooled};
 use crate::routes::auth::check_name;
 use crate::routes::body::{self, Fields};
-use crate::store::clock;
 use crate::store::db::{self, Db};
 use crate::store::records::{self, Pulled};
 use crate::store::users::{self, Lock, User};
+use crate::store::{clock, conflicts};
 use crate::sync::Entity;
 
 fn account_json(db: &mut Db, config: &Config, user: &User) -> Result<Value, ApiError> {
@@ -193,7 +193,17 @@ fn write_export(db: &mut Db, user: &User, now: i64, out: &mut dyn Write) -> Resu
         })?;
         out_write(out, b"]")?;
     }
-    out_write(out, b"}}")
+    // The conflict log (contract section 9.4).
+    out_write(out, b",\"conflicts\":[")?;
+    let mut first = true;
+    conflicts::each(db, &user.id, |entry: conflicts::Entry| {
+        if !first {
+            out_write(out, b",")?;
+        }
+        first = false;
+        piece(out, &entry)
+    })?;
+    out_write(out, b"]}}")
 }
 
 fn piece<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), ApiError> {

@@ -7,12 +7,13 @@ use serde_json::{json, Map, Value};
 use crate::auth::session;
 use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
-use crate::engine::{self, validate, wire, PageAsk, SyncAsk};
+use crate::engine::wire::EntityResult;
+use crate::engine::{self, validate, wire, PageAsk, SyncAsk, Synced};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
-use crate::reply::ok;
+use crate::route::Route;
 use crate::routes::body;
-use crate::routes::records::{device_id, parse_limit};
+use crate::routes::records::{answered, device_id, idempotency_key, parse_limit, render};
 use crate::store::clock;
 use crate::store::records::Cursor;
 use crate::sync::Entity;
@@ -22,27 +23,36 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Re
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_body(request, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
-    let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
-    let mut results = synced.results;
-    let sections = Entity::ALL
-        .iter()
-        .map(|entity| {
-            let found = results.iter().position(|(e, _)| e == entity);
-            let result = found.map(|index| results.swap_remove(index).1);
-            (*entity, result.unwrap_or_default())
-        })
-        .collect();
-    Ok(ok(
-        200,
-        &wire::BulkAnswer {
-            results: sections,
-            page: synced.page,
-            previous_sync_token: wire::Token(synced.previous),
-            sync_token: wire::Token(synced.position),
-            has_more: synced.has_more,
-            sync_timestamp: wire::Time(synced.sync_timestamp),
+    let key = idempotency_key(request, Route::Bulk);
+    let empty = EntityResult::default();
+    let answer = engine::sync(
+        ctx,
+        &claims,
+        &ask,
+        &device,
+        &key,
+        &|synced: &Synced| {
+            let sections = Entity::ALL
+                .iter()
+                .map(|entity| {
+                    let found = synced.results.iter().find(|(e, _)| e == entity);
+                    (*entity, found.map_or(&empty, |(_, result)| result))
+                })
+                .collect();
+            render(&wire::BulkAnswer {
+                results: sections,
+                page: &synced.page,
+                previous_sync_token: wire::Token(synced.previous),
+                sync_token: wire::Token(synced.position),
+                has_more: synced.has_more,
+                sync_timestamp: wire::Time(synced.sync_timestamp),
+                oldest_sync_token: synced.oldest_sync_token.map(wire::Token),
+                digests: synced.digests,
+            })
         },
-    ))
+        seen,
+    )?;
+    Ok(answered(answer))
 }
 
 pub fn parse_body(request: &Request, config: &Config, now: i64) -> Result<SyncAsk, ApiError> {

@@ -7,5 +7,7 @@ pub mod account;
 pub mod auth;
 pub mod body;
 pub mod bulk;
+pub mod conflicts;
 pub mod health;
 pub mod records;
+pub mod repair;

@@ -2,18 +2,23 @@
 //! (contract sections 4, 5 and 7): authenticate, parse, call the engine,
 //! answer.
 
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::auth::session;
 use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
-use crate::engine::{self, validate, wire, PullAsk, SyncAsk};
+use crate::engine::wire::EntityResult;
+use crate::engine::{self, validate, wire, Keyed, PullAsk, SyncAsk, Synced};
 use crate::error::ApiError;
-use crate::http::{Request, Response};
+use crate::http::{Body, Request, Response};
 use crate::reply::ok;
+use crate::route::Route;
 use crate::routes::body;
 use crate::store::clock;
 use crate::store::records::{self, Cursor};
+use crate::sync::digest::Digest;
 use crate::sync::Entity;
 
 const DEVICE_ID_MAX_CHARS: usize = 128;
@@ -32,6 +37,52 @@ pub fn device_id(request: &Request) -> Result<Option<&str>, ApiError> {
         }
         Some(id) => Ok(Some(id)),
     }
+}
+
+/// Bytes an `Idempotency-Key` may have (contract section 9.1).
+const IDEMPOTENCY_KEY_MAX_BYTES: usize = 128;
+
+/// The `Idempotency-Key` header, checked: 1 to 128 visible ASCII
+/// characters. With it, what a replay must match: the route and the
+/// SHA-256 of the body bytes as sent (other whitespace or key order is
+/// another body).
+pub fn idempotency_key(request: &Request, route: Route) -> Result<Option<Keyed>, ApiError> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(None);
+    };
+    let visible = key.iter().all(|byte| (0x21..=0x7e).contains(byte));
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX_BYTES || !visible {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    let body: &[u8] = match &request.body {
+        Body::Bytes(bytes) => bytes,
+        Body::TooLarge | Body::Truncated => &[],
+    };
+    Ok(Some(Keyed {
+        key: key.clone(),
+        route: route.name(),
+        body_hash: Sha256::digest(body).into(),
+    }))
+}
+
+/// The answer of a push or bulk: the rendered `data`, marked when it is a
+/// replay of the key's first answer.
+pub fn answered(answered: engine::Answered) -> Response {
+    let mut response = ok(200, &answered.data);
+    if answered.replayed {
+        response
+            .headers
+            .push(("Idempotent-Replayed", "true".to_owned()));
+    }
+    response
+}
+
+/// A sync answer as the `data` to send and, with a key, to store.
+pub fn render<T: serde::Serialize>(answer: &T) -> Result<Box<RawValue>, ApiError> {
+    to_raw_value(answer).map_err(|error| ApiError::Internal(format!("render answer: {error}")))
 }
 
 pub fn parse_limit(text: &str) -> Result<usize, String> {
@@ -60,16 +111,25 @@ pub fn post_sync(
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_push_body(request, entity, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
-    let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
-    let result = synced.results.into_iter().next().map(|(_, result)| result);
-    Ok(ok(
-        200,
-        &wire::PushAnswer {
-            result: result.unwrap_or_default(),
-            previous_sync_token: wire::Token(synced.previous),
-            sync_token: wire::Token(synced.position),
+    let key = idempotency_key(request, Route::Push(entity));
+    let empty = EntityResult::default();
+    let answer = engine::sync(
+        ctx,
+        &claims,
+        &ask,
+        &device,
+        &key,
+        &|synced: &Synced| {
+            let result = synced.results.first().map_or(&empty, |(_, result)| result);
+            render(&wire::PushAnswer {
+                result,
+                previous_sync_token: wire::Token(synced.previous),
+                sync_token: wire::Token(synced.position),
+            })
         },
-    ))
+        seen,
+    )?;
+    Ok(answered(answer))
 }
 
 pub fn parse_push_body(
@@ -171,15 +231,25 @@ pub fn get_sync_status(
     if !opened.user.sync_enabled {
         return Err(ApiError::SyncDisabled);
     }
-    let entities = records::counts(opened.db, &opened.user.id)?
+    let user = &opened.user;
+    // The digests and the position come from one row: exact together.
+    let entities = records::counts(opened.db, &user.id)?
         .into_iter()
-        .map(|(entity, total, _live, max_version)| (entity, total, max_version))
+        .map(|(entity, total, _live, max_version)| {
+            let status = wire::EntityStatus {
+                count: total,
+                max_version,
+                digest: Digest(user.digest(entity)),
+            };
+            (entity, status)
+        })
         .collect();
     Ok(ok(
         200,
         &wire::StatusAnswer {
             entities,
-            sync_token: wire::Token(opened.user.change_counter),
+            sync_token: wire::Token(user.change_counter),
+            oldest_sync_token: user.oldest_sync_token().map(wire::Token),
         },
     ))
 }

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "v2_security",
         sql: include_str!("../../sql/0002_v2_security.sql"),
     },
+    Migration {
+        version: 3,
+        name: "exactly_once",
+        sql: include_str!("../../sql/0003_exactly_once.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -1,12 +1,16 @@
 //! Tombstone purge (`healthsync purge`): deletes tombstones received more
 //! than `TOMBSTONE_DAYS` ago and records, per user, the newest version and
 //! receive time purged, so a cursor older than that gets 410
-//! `RESET_REQUIRED` instead of silently missing a deletion.
+//! `RESET_REQUIRED` instead of silently missing a deletion. The state
+//! digests stay as they are (contract section 9.2: a purged tombstone
+//! leaves its entity's digest). `sweep` removes conflict-log entries past
+//! the same age and expired idempotency keys.
 
 use mysql::Value;
 
 use crate::store::clock;
 use crate::store::db::{self, Db, StoreError};
+use crate::store::{conflicts, idempotency};
 use crate::sync::Entity;
 
 /// Users handled per listing query.
@@ -19,6 +23,23 @@ pub struct Totals {
     pub users_seen: u64,
     pub users_purged: u64,
     pub tombstones: u64,
+}
+
+/// What `sweep` removed.
+#[derive(Default, Debug)]
+pub struct Swept {
+    pub conflicts: u64,
+    pub idempotency_keys: u64,
+}
+
+/// Deletes conflict-log entries logged before `conflicts_before` and
+/// idempotency keys stored before `keys_before`, every user's, in
+/// statements of bounded size.
+pub fn sweep(db: &mut Db, conflicts_before: i64, keys_before: i64) -> Result<Swept, StoreError> {
+    Ok(Swept {
+        conflicts: conflicts::sweep(db, conflicts_before)?,
+        idempotency_keys: idempotency::sweep(db, keys_before)?,
+    })
 }
 
 /// Purges every user's old tombstones, calling `progress` after each page

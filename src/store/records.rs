@@ -12,6 +12,7 @@ use serde_json::Map;
 
 use crate::store::clock;
 use crate::store::db::{Db, Packet, Sets, Slot, StoreError};
+use crate::store::users;
 use crate::sync::{Entity, Record, Stored};
 
 /// Largest sum of record data sent in one INSERT: well under a host's
@@ -51,10 +52,6 @@ struct Columns {
     updated_at: i64,
     deleted_at: Option<i64>,
     version: u64,
-}
-
-fn columns(entity: Entity, row: Row) -> Result<Columns, StoreError> {
-    columns_from(entity, row, 0)
 }
 
 /// The five columns, starting at `first` (a union puts its entity before).
@@ -108,7 +105,12 @@ fn stored_from(entity: Entity, c: Columns) -> Result<Stored, StoreError> {
 
 /// A row to send on: `data` kept as text.
 fn read_pulled(entity: Entity, row: Row) -> Result<Pulled, StoreError> {
-    let c = columns(entity, row)?;
+    read_pulled_from(entity, row, 0)
+}
+
+/// The same, with the columns starting at `first`.
+pub fn read_pulled_from(entity: Entity, row: Row, first: usize) -> Result<Pulled, StoreError> {
+    let c = columns_from(entity, row, first)?;
     let text = String::from_utf8(c.data)
         .map_err(|_| StoreError::broken(format!("{}.data is not UTF-8", entity.table())))?;
     let data = RawValue::from_string(text)
@@ -553,32 +555,61 @@ pub fn counts(db: &mut Db, user_id: &str) -> Result<Vec<(Entity, u64, u64, u64)>
         .collect())
 }
 
-/// Advances the user's change counter and receive clock after a write.
-/// The user's row after a write: position, times, and the quota counts.
+/// The user's row after a write: position, times, the quota counts, the
+/// entities' digests and highest versions written (in `Entity::ALL`
+/// order), and the conflict log's last `seq`.
 pub struct Advance {
     pub change_counter: u64,
     pub last_write_at: i64,
     pub last_sync_at: i64,
     pub record_count: u64,
     pub data_bytes: u64,
+    pub digests: [u64; 5],
+    pub entity_versions: [u64; 5],
+    pub conflict_seq: u64,
 }
 
+/// Advances the user's row after a write, as a statement of a packet.
 pub fn push_advance_user(
     packet: &mut Packet,
     user_id: &str,
     advance: &Advance,
 ) -> Result<Slot, StoreError> {
-    packet.push(
+    let mut sql = String::from(
         "UPDATE users SET change_counter = ?, last_write_at = ?, last_sync_at = ?, \
-         record_count = ?, data_bytes = ? WHERE id = ?",
-        &[
-            Value::from(advance.change_counter),
-            clock::to_sql(advance.last_write_at),
-            clock::to_sql(advance.last_sync_at),
-            Value::from(advance.record_count),
-            Value::from(advance.data_bytes),
-            Value::from(user_id),
-        ],
+         record_count = ?, data_bytes = ?, conflict_seq = ?",
+    );
+    let mut values = vec![
+        Value::from(advance.change_counter),
+        clock::to_sql(advance.last_write_at),
+        clock::to_sql(advance.last_sync_at),
+        Value::from(advance.record_count),
+        Value::from(advance.data_bytes),
+        Value::from(advance.conflict_seq),
+    ];
+    for entity in Entity::ALL {
+        sql.push_str(&format!(
+            ", {} = ?, {} = ?",
+            users::digest_column(entity),
+            users::version_column(entity)
+        ));
+        values.push(Value::from(advance.digests[entity.index()]));
+        values.push(Value::from(advance.entity_versions[entity.index()]));
+    }
+    sql.push_str(" WHERE id = ?");
+    values.push(Value::from(user_id));
+    packet.push(&sql, &values)
+}
+
+/// The conflict log's last `seq`, after conflicts that wrote no record.
+pub fn push_conflict_seq(
+    packet: &mut Packet,
+    user_id: &str,
+    conflict_seq: u64,
+) -> Result<Slot, StoreError> {
+    packet.push(
+        "UPDATE users SET conflict_seq = ? WHERE id = ?",
+        &[Value::from(conflict_seq), Value::from(user_id)],
     )
 }
 

@@ -26,6 +26,12 @@ pub struct User {
     /// transaction that writes or purges records (the quotas).
     pub record_count: u64,
     pub data_bytes: u64,
+    /// Per entity, in `Entity::ALL` order: the state digest (contract
+    /// section 9.2) and the highest version ever written to it.
+    pub digests: [u64; 5],
+    pub entity_versions: [u64; 5],
+    /// The last `seq` of the user's conflict log.
+    pub conflict_seq: u64,
     /// The login the request's token names has been revoked (its refresh
     /// family): read with the user, only when a login was named.
     pub login_revoked: bool,
@@ -33,7 +39,20 @@ pub struct User {
 
 const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabled, \
      change_counter, last_write_at, last_sync_at, purged_version, purged_before, \
-     record_count, data_bytes";
+     record_count, data_bytes, \
+     health_metrics_digest, medications_digest, meals_digest, exercises_digest, meal_plans_digest, \
+     health_metrics_version, medications_version, meals_version, exercises_version, meal_plans_version, \
+     conflict_seq";
+
+/// The column of an entity's digest and of the highest version written
+/// to it (named from `Entity::table()`, never from input).
+pub fn digest_column(entity: Entity) -> String {
+    format!("{}_digest", entity.table())
+}
+
+pub fn version_column(entity: Entity) -> String {
+    format!("{}_version", entity.table())
+}
 
 fn from_row(mut row: Row) -> Result<User, StoreError> {
     let take_string = |row: &mut Row, index: usize| -> Result<String, StoreError> {
@@ -51,6 +70,14 @@ fn from_row(mut row: Row) -> Result<User, StoreError> {
             .and_then(Result::ok)
             .and_then(|v| clock::from_sql(&v))
     };
+    let mut digests = [0u64; 5];
+    for (index, digest) in digests.iter_mut().enumerate() {
+        *digest = take_u64(&mut row, 13 + index)?;
+    }
+    let mut entity_versions = [0u64; 5];
+    for (index, version) in entity_versions.iter_mut().enumerate() {
+        *version = take_u64(&mut row, 18 + index)?;
+    }
     Ok(User {
         id: take_string(&mut row, 0)?,
         email: take_string(&mut row, 1)?,
@@ -65,8 +92,32 @@ fn from_row(mut row: Row) -> Result<User, StoreError> {
         purged_before: take_time(&mut row, 10),
         record_count: take_u64(&mut row, 11)?,
         data_bytes: take_u64(&mut row, 12)?,
-        login_revoked: row.take_opt::<u64, _>(13).and_then(Result::ok).unwrap_or(0) != 0,
+        digests,
+        entity_versions,
+        conflict_seq: take_u64(&mut row, 23)?,
+        login_revoked: row.take_opt::<u64, _>(24).and_then(Result::ok).unwrap_or(0) != 0,
     })
+}
+
+impl User {
+    /// The entity's state digest at the user's position.
+    pub fn digest(&self, entity: Entity) -> u64 {
+        self.digests[entity.index()]
+    }
+
+    /// The highest version ever written to the entity.
+    pub fn entity_version(&self, entity: Entity) -> u64 {
+        self.entity_versions[entity.index()]
+    }
+
+    /// The oldest cursor accepted without 410 (contract section 9.5),
+    /// `None` while nothing of the user's was purged.
+    pub fn oldest_sync_token(&self) -> Option<u64> {
+        match (self.purged_version, self.purged_before) {
+            (0, None) => None,
+            (version, _) => Some(version),
+        }
+    }
 }
 
 /// How a read of the user row locks it.
@@ -231,7 +282,12 @@ pub fn update_profile(
 /// this list; a test checks it against every table with a `user_id` column.
 pub fn owned_tables() -> Vec<&'static str> {
     let mut tables: Vec<&'static str> = Entity::ALL.iter().map(|e| e.table()).collect();
-    tables.extend(["refresh_tokens", "sync_status"]);
+    tables.extend([
+        "refresh_tokens",
+        "sync_status",
+        "idempotency_keys",
+        "conflict_log",
+    ]);
     tables
 }
 

@@ -3,6 +3,7 @@
 //! This module and its children are pure: no IO, no clock, no panics, nothing that can fail.
 //! Reading rows, validating ids and timestamps, and writing results belong to the IO layer.
 
+pub mod digest;
 pub mod merge;
 
 pub use merge::{decide, decide_derived, Outcome, Resolution};
@@ -48,6 +49,17 @@ impl Entity {
         Entity::Exercises,
         Entity::MealPlans,
     ];
+
+    /// The position in `ALL`.
+    pub fn index(self) -> usize {
+        match self {
+            Entity::HealthMetrics => 0,
+            Entity::Medications => 1,
+            Entity::Meals => 2,
+            Entity::Exercises => 3,
+            Entity::MealPlans => 4,
+        }
+    }
 
     /// The name in URL paths.
     pub fn slug(self) -> &'static str {

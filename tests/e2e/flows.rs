@@ -229,6 +229,73 @@ pub fn every_sync_route_works(instance: &Instance) {
     assert_eq!(status["meals"]["count"], 2, "{status}");
 }
 
+/// Contract section 9 through Apache: a keyed push replayed byte for
+/// byte with its header, the digests of status and pull, a prefix digest,
+/// a fetch, and the conflict log.
+pub fn exactly_once_and_repair_routes_work(instance: &Instance) {
+    let email = format!("e2e-once-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registered = ok(
+        instance,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"email": email, "password": "once password", "name": "Once"})),
+    );
+    let token = text(&registered["token"]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({"meals": [{"id": id, "data": {"date": "2024-03-01"}, "updated_at": "2024-03-02T10:00:00.000Z"}]})
+        .to_string();
+    let keyed = || {
+        Request::new("POST", "/api/meals/sync")
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", "e2e-key-1")
+            .body(body.clone())
+            .send(instance.port)
+            .unwrap_or_else(|why| panic!("keyed push: {why}"))
+    };
+    let first = keyed();
+    expect_envelope(&first, 200, None);
+    assert_eq!(first.header("Idempotent-Replayed"), None);
+    let again = keyed();
+    expect_envelope(&again, 200, None);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+
+    // A conflict the server wins (an older edit), logged.
+    ok(
+        instance,
+        "POST",
+        "/api/meals/sync",
+        Some(&token),
+        Some(
+            json!({"meals": [{"id": id, "data": {"date": "2024-03-01", "old": true}, "updated_at": "2024-03-01T10:00:00.000Z", "base_version": 0}]}),
+        ),
+    );
+    let conflicts = ok(instance, "GET", "/api/sync/conflicts", Some(&token), None);
+    assert_eq!(conflicts["conflicts"][0]["seq"], 1, "{conflicts}");
+    assert_eq!(
+        conflicts["conflicts"][0]["resolution"], "server_wins",
+        "{conflicts}"
+    );
+
+    let status = ok(instance, "GET", "/api/sync/status", Some(&token), None);
+    let pulled = ok(instance, "GET", "/api/meals", Some(&token), None);
+    assert_eq!(pulled["digest"], status["meals"]["digest"], "{pulled}");
+    assert_eq!(status["oldest_sync_token"], Value::Null, "{status}");
+    let root = ok(instance, "GET", "/api/meals/digest", Some(&token), None);
+    assert_eq!(root["digest"], status["meals"]["digest"], "{root}");
+    assert_eq!(root["records"][0]["id"], id.as_str(), "{root}");
+    let fetched = ok(
+        instance,
+        "POST",
+        "/api/meals/fetch",
+        Some(&token),
+        Some(json!({"ids": [id]})),
+    );
+    assert_eq!(fetched["meals"][0]["id"], id.as_str(), "{fetched}");
+}
+
 /// An export larger than one FastCGI record (64 KiB) and than Apache's
 /// buffers arrives whole with its `Content-Length`: the spooled body is
 /// copied out after the head in both modes.

@@ -85,6 +85,10 @@ fn run_every_scenario(mode: Mode) {
     runner.run("every sync route works through Apache", || {
         flows::every_sync_route_works(&server)
     });
+    runner.run(
+        "keyed replays, digests, repair and the conflict log work through Apache",
+        || flows::exactly_once_and_repair_routes_work(&server),
+    );
     runner.run("an export of 1.2 MB arrives whole through Apache", || {
         flows::a_large_export_arrives_whole(&server)
     });

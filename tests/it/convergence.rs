@@ -7,6 +7,15 @@
 //! must hold exactly what the server holds, and no write the server
 //! acknowledged in `applied` may have vanished without a later version.
 //!
+//! Every push carries an `Idempotency-Key`; half the lost answers are
+//! asked for again at once with the same key and must come back byte for
+//! byte, marked as a replay (the other half are re-sent later, recognised
+//! by content). After every complete pull the device's digest of what it
+//! holds must equal the server's (contract section 9.2), and at the end a
+//! device's copy with one record dropped and one kept at an old version is
+//! found and repaired through the prefix digests and fetch (9.3),
+//! fetching exactly those two.
+//!
 //! `HEALTHSYNC_CONVERGENCE_SEEDS=N` runs seeds 1..=N (default 5, the fewest
 //! that keep both copies of a meal and merge a conflict; about a second
 //! each), `deploy/test` runs 12 unless told otherwise and CI 40;
@@ -99,6 +108,9 @@ struct Stats {
     pushes: usize,
     bulk_pushes: usize,
     jumps: usize,
+    replays: usize,
+    digests_checked: usize,
+    repairs: usize,
     resolutions: BTreeMap<String, usize>,
 }
 
@@ -110,6 +122,9 @@ impl Stats {
         self.pushes += other.pushes;
         self.bulk_pushes += other.bulk_pushes;
         self.jumps += other.jumps;
+        self.replays += other.replays;
+        self.digests_checked += other.digests_checked;
+        self.repairs += other.repairs;
         for (resolution, count) in &other.resolutions {
             *self.resolutions.entry(resolution.clone()).or_default() += count;
         }
@@ -128,6 +143,25 @@ struct Sim<'a> {
     stats: Stats,
     /// Records whose push answer was lost at least once.
     lost_keys: HashSet<Key>,
+    /// Idempotency keys and the choice to ask again for a lost answer
+    /// come from their own stream, so the edits a seed makes stay the same.
+    keys: Rng,
+}
+
+/// The first 8 bytes of SHA-256("<id>:<version>"), big-endian.
+fn record_hash(id: &str, version: u64) -> u64 {
+    use sha2::Digest as _;
+    let full = sha2::Sha256::digest(format!("{id}:{version}").as_bytes());
+    full[..8]
+        .iter()
+        .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte))
+}
+
+fn digest_text<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let xor = pairs
+        .into_iter()
+        .fold(0u64, |acc, (id, version)| acc ^ record_hash(id, version));
+    format!("{xor:016x}")
 }
 
 fn wire(key: &Key, local: &Local) -> Value {
@@ -322,6 +356,78 @@ impl Sim<'_> {
             ));
         }
         response.body["data"].clone()
+    }
+
+    /// A push or bulk with an `Idempotency-Key`: the answer's `data`, the
+    /// raw body, and whether it came back as a replay.
+    fn keyed(&mut self, d: usize, path: &str, body: &Value, key: &str) -> (Value, Vec<u8>, bool) {
+        self.stats.requests += 1;
+        let name = self.devices[d].name.clone();
+        let response = self
+            .db
+            .post(path, body)
+            .token(&self.token)
+            .var("HTTP_X_DEVICE_ID", &name)
+            .var("HTTP_IDEMPOTENCY_KEY", key)
+            .send();
+        if response.status != 200 || response.body["success"] != json!(true) {
+            self.fail(format!(
+                "{name}: POST {path} (key {key}) {body}\n-> {} {}\nstderr: {}",
+                response.status, response.body, response.stderr
+            ));
+        }
+        let replayed = response.header("Idempotent-Replayed") == Some("true");
+        (response.body["data"].clone(), response.raw_body, replayed)
+    }
+
+    /// After a lost answer: half the time the device asks again at once
+    /// with the same key and body, and must get the same bytes back as a
+    /// replay; then it has heard the answer. Otherwise it re-sends later.
+    fn ask_again(&mut self, d: usize, path: &str, body: &Value, key: &str, first: &[u8]) -> bool {
+        if !self.keys.chance(50) {
+            return false;
+        }
+        let (_, again, replayed) = self.keyed(d, path, body, key);
+        if !replayed || again != first {
+            self.fail(format!(
+                "{path} asked again with key {key}: replayed {replayed}, \n first {}\n again {}",
+                String::from_utf8_lossy(first),
+                String::from_utf8_lossy(&again)
+            ));
+        }
+        self.stats.replays += 1;
+        let line = format!("{} asked again with {key}: replayed", self.devices[d].name);
+        self.note(line);
+        true
+    }
+
+    fn new_key(&mut self) -> String {
+        self.keys.uuid()
+    }
+
+    /// The digest of what the device holds of an entity: every record an
+    /// answer showed it, at the highest version shown.
+    fn held_digest(&self, d: usize, entity: usize) -> String {
+        digest_text(
+            self.devices[d]
+                .seen
+                .iter()
+                .filter(|(key, _)| key.0 == entity)
+                .map(|(key, version)| (key.1.as_str(), *version)),
+        )
+    }
+
+    /// A complete page's digest against what the device holds.
+    fn check_digest(&mut self, d: usize, entity: usize, digest: &Value, at: &Value) {
+        let held = self.held_digest(d, entity);
+        if digest.as_str() != Some(held.as_str()) {
+            let name = self.devices[d].name.clone();
+            self.fail(format!(
+                "{name}: {} digest at {at} is {digest}, the device holds {held}",
+                ENTITIES[entity].2
+            ));
+        }
+        self.stats.digests_checked += 1;
     }
 
     /// The device's clock: the simulated time plus its skew and a little
@@ -588,9 +694,13 @@ impl Sim<'_> {
             self.stats.pushes += 1;
             let records: Vec<Value> = sent.iter().map(|(k, l)| wire(k, l)).collect();
             let body = json!({ list_key: records });
-            let data = self.request(d, &format!("/api/{slug}/sync"), Some(&body));
+            let path = format!("/api/{slug}/sync");
+            let key = self.new_key();
+            let (data, raw, _) = self.keyed(d, &path, &body, &key);
             self.check_section(d, entity, &sent, &data);
-            if self.lose(lossy, d, &format!("{slug} push"), &sent) {
+            if self.lose(lossy, d, &format!("{slug} push"), &sent)
+                && !self.ask_again(d, &path, &body, &key, &raw)
+            {
                 return false;
             }
             let line = format!(
@@ -661,11 +771,15 @@ impl Sim<'_> {
         }
         let limit = *self.rng.pick(&[2, 5, 1000]);
         body.insert("limit".into(), json!(limit));
-        let data = self.request(d, "/api/sync/bulk", Some(&Value::Object(body)));
+        let body = Value::Object(body);
+        let key = self.new_key();
+        let (data, raw, _) = self.keyed(d, "/api/sync/bulk", &body, &key);
         for (entity, sent) in sent_by_entity.iter().enumerate() {
             self.check_section(d, entity, sent, &data[ENTITIES[entity].2]);
         }
-        if self.lose(lossy, d, "bulk", &all_sent) {
+        if self.lose(lossy, d, "bulk", &all_sent)
+            && !self.ask_again(d, "/api/sync/bulk", &body, &key, &raw)
+        {
             return false;
         }
         let line = format!(
@@ -681,8 +795,17 @@ impl Sim<'_> {
         self.devices[d].bulk_cursor = data["sync_token"].as_str().map(str::to_owned);
         if data["has_more"] == json!(true) {
             self.pull_bulk(d);
+        } else {
+            self.check_digests(d, &data);
         }
         true
+    }
+
+    /// A bulk's last page: every entity's digest against the device.
+    fn check_digests(&mut self, d: usize, data: &Value) {
+        for (entity, (_, _, key)) in ENTITIES.iter().enumerate() {
+            self.check_digest(d, entity, &data["digests"][*key], &data["sync_token"]);
+        }
     }
 
     /// Bulk pulls from the bulk cursor until `has_more` is false.
@@ -711,6 +834,7 @@ impl Sim<'_> {
             self.note(line);
             self.devices[d].bulk_cursor = data["sync_token"].as_str().map(str::to_owned);
             if data["has_more"] != json!(true) {
+                self.check_digests(d, &data);
                 return;
             }
         }
@@ -749,6 +873,7 @@ impl Sim<'_> {
                 self.devices[d].entity_cursors[entity] =
                     data["next_sync_token"].as_str().map(str::to_owned);
                 if data["has_more"] != json!(true) {
+                    self.check_digest(d, entity, &data["digest"], &data["next_sync_token"]);
                     break;
                 }
             }
@@ -915,6 +1040,100 @@ impl Sim<'_> {
     }
 }
 
+impl Sim<'_> {
+    /// A device's copy of one entity, corrupted (one record dropped, one
+    /// kept at an older version), is found by the digests and repaired by
+    /// walking the prefixes whose digests differ and fetching exactly the
+    /// records that differ (contract section 9.3).
+    fn repair(&mut self) {
+        let d = self.keys.below(DEVICES);
+        let held_of = |sim: &Sim, entity: usize| -> BTreeMap<String, u64> {
+            sim.devices[d]
+                .seen
+                .iter()
+                .filter(|(key, _)| key.0 == entity)
+                .map(|(key, version)| (key.1.clone(), *version))
+                .collect()
+        };
+        let Some(entity) = (0..ENTITIES.len()).find(|&e| held_of(self, e).len() >= 2) else {
+            return;
+        };
+        let (slug, list_key, bulk_key) = ENTITIES[entity];
+        let status = self.request(d, "/api/sync/status", None);
+        let server_digest = status[bulk_key]["digest"].clone();
+        let mut held = held_of(self, entity);
+        let ids: Vec<String> = held.keys().cloned().collect();
+        let dropped = ids[self.keys.below(ids.len())].clone();
+        let aged = ids
+            .iter()
+            .find(|id| **id != dropped)
+            .cloned()
+            .unwrap_or_default();
+        held.remove(&dropped);
+        if let Some(version) = held.get_mut(&aged) {
+            *version -= 1;
+        }
+        let digest_of = |held: &BTreeMap<String, u64>, prefix: &str| {
+            digest_text(
+                held.iter()
+                    .filter(|(id, _)| id.replace('-', "").starts_with(prefix))
+                    .map(|(id, v)| (id.as_str(), *v)),
+            )
+        };
+        if Value::String(digest_of(&held, "")) == server_digest {
+            self.fail(format!(
+                "a corrupted copy of {bulk_key} has the server's digest"
+            ));
+        }
+        let mut differ: Vec<String> = Vec::new();
+        let mut prefixes = vec![String::new()];
+        while let Some(prefix) = prefixes.pop() {
+            let answer = self.request(d, &format!("/api/{slug}/digest?prefix={prefix}"), None);
+            if let Some(children) = answer["children"].as_object() {
+                for (child, value) in children {
+                    if value["digest"].as_str() != Some(digest_of(&held, child).as_str()) {
+                        prefixes.push(child.clone());
+                    }
+                }
+                continue;
+            }
+            let listed: BTreeMap<String, u64> = list(&answer["records"], "records")
+                .iter()
+                .map(|r| {
+                    let id = r["id"].as_str().unwrap_or_default().to_owned();
+                    (id, r["version"].as_u64().unwrap_or(0))
+                })
+                .collect();
+            for (id, version) in &listed {
+                if held.get(id) != Some(version) {
+                    differ.push(id.clone());
+                }
+            }
+        }
+        differ.sort_unstable();
+        let mut expected = vec![dropped.clone(), aged.clone()];
+        expected.sort_unstable();
+        if differ != expected {
+            self.fail(format!(
+                "the repair walk of {bulk_key} found {differ:?}, the corrupted records are {expected:?}"
+            ));
+        }
+        let fetched = self.request(
+            d,
+            &format!("/api/{slug}/fetch"),
+            Some(&json!({ "ids": differ })),
+        );
+        for record in list(&fetched[list_key], list_key) {
+            let (id, _, version) = parse_record(record);
+            held.insert(id, version);
+        }
+        if Value::String(digest_of(&held, "")) != server_digest {
+            self.fail(format!("{bulk_key} repaired to {held:?} still differs"));
+        }
+        self.stats.repairs += 1;
+    }
+}
+
 fn run_seed(db: &TestDb, seed: u64) -> Stats {
     let user = register(db, &format!("converge-{seed}@example.com"));
     let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED);
@@ -945,9 +1164,11 @@ fn run_seed(db: &TestDb, seed: u64) -> Stats {
         log: Vec::new(),
         stats: Stats::default(),
         lost_keys: HashSet::new(),
+        keys: Rng(seed ^ 0x1DE4_7E57),
     };
     sim.run();
     sim.check(&user.id);
+    sim.repair();
     sim.stats
 }
 
@@ -1012,6 +1233,11 @@ fn devices_converge_whatever_the_order_of_edits_syncs_and_lost_responses() {
         assert!(total.lost > 0, "no answer was lost: {total:?}");
         assert!(total.retried_records > 0, "nothing was re-sent: {total:?}");
         assert!(total.bulk_pushes > 0 && total.pushes > 0, "{total:?}");
+        assert!(
+            total.replays > 0,
+            "no lost answer was asked for again: {total:?}"
+        );
+        assert!(total.digests_checked > 0 && total.repairs > 0, "{total:?}");
         for resolution in ["kept_both", "merged"] {
             assert!(
                 total.resolutions.contains_key(resolution),

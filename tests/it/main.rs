@@ -9,5 +9,6 @@ mod support;
 mod accounts;
 mod concurrency;
 mod convergence;
+mod exactly_once;
 mod sync;
 mod transport;

@@ -182,6 +182,9 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
         last_sync_at: 1_700_000_000_000,
         record_count: 0,
         data_bytes: 0,
+        digests: [0; 5],
+        entity_versions: [0; 5],
+        conflict_seq: 0,
     };
 
     // A statement that fails ends the packet: the transaction rolls back
@@ -233,4 +236,86 @@ fn the_user_row_lock_holds_back_a_second_writer_until_its_wait_runs_out() {
     let read = users::find_by_id(&mut waiter, &user, None, Lock::None);
     assert!(matches!(read, Ok(Some(_))));
     let _ = holder.rollback();
+}
+
+/// The repair reads (contract section 9.3) at 10,000 and 100,000 records
+/// of one user: `GET /<slug>/digest` at the root, one and two digits
+/// down (each one statement), and a fetch of 100 ids. Prints the median
+/// of 5 runs of each; checks the root against a digest computed here.
+#[test]
+#[ignore = "slow: writes 100,000 records and times the repair reads (deploy/test runs it)"]
+fn repair_reads_cost_at_ten_and_a_hundred_thousand_records() {
+    use healthsync::store::repair;
+    use healthsync::sync::digest;
+
+    let test = TestDb::new();
+    let mut db = test.connect();
+    let user = new_user(&mut db);
+    let mut held: Vec<Record> = Vec::new();
+    for target in [10_000u32, 100_000] {
+        let start = held.len() as u32;
+        let more: Vec<Record> = (start..target).map(record).collect();
+        for (chunk_index, chunk) in more.chunks(2000).enumerate() {
+            let first = u64::from(start) + 1 + (chunk_index * 2000) as u64;
+            write(&mut db, &user, Entity::Meals, chunk, first);
+        }
+        held.extend(more);
+        let expected = digest::of(
+            held.iter()
+                .zip(1u64..)
+                .map(|(record, version)| (record.id.as_str(), version)),
+        );
+        let prefix_of = |digits: usize| held[0].id.replace('-', "")[..digits].to_owned();
+        let time = |db: &mut Db, run: &mut dyn FnMut(&mut Db)| -> f64 {
+            let mut samples: Vec<f64> = (0..5)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    run(db);
+                    started.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            samples[2]
+        };
+        for digits in [0, 1, 2] {
+            let prefix = prefix_of(digits);
+            let mut found = None;
+            let ms = time(&mut db, &mut |db| {
+                let mut packet = Packet::new();
+                let slot = repair::push_prefix_digest(&mut packet, &user, Entity::Meals, &prefix)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let mut sets = db.run(packet).unwrap_or_else(|e| panic!("{e}"));
+                found =
+                    repair::read_prefix_digest(&mut sets, slot).unwrap_or_else(|e| panic!("{e}"));
+            });
+            let found = found.unwrap_or_else(|| panic!("no answer"));
+            if digits == 0 {
+                assert_eq!(found.digest, expected.0);
+                assert_eq!(found.count, u64::from(target));
+            }
+            println!(
+                "{target} records: digest prefix {prefix:?} ({} records under it): {ms:.1} ms",
+                found.count
+            );
+        }
+        let ids: Vec<&str> = held
+            .iter()
+            .step_by(held.len() / 100)
+            .take(100)
+            .map(|r| r.id.as_str())
+            .collect();
+        let mut fetched = 0;
+        let ms = time(&mut db, &mut |db| {
+            let mut packet = Packet::new();
+            let slot = repair::push_fetch(&mut packet, &user, Entity::Meals, &ids)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut sets = db.run(packet).unwrap_or_else(|e| panic!("{e}"));
+            fetched = repair::read_fetch(&mut sets, slot, Entity::Meals)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .0
+                .len();
+        });
+        assert_eq!(fetched, 100);
+        println!("{target} records: fetch of 100 ids: {ms:.1} ms");
+    }
 }
