@@ -486,6 +486,15 @@ pub fn pull(
     };
     let position_if_complete = locked.then_some(user.change_counter);
     let next = next_position(&rows, has_more, cursor, position_if_complete);
+    // A complete page may end below the purge watermark (the versions
+    // after its last record were purged tombstones, or other entities'):
+    // its token is raised to the watermark, which is safe (every later
+    // write is above the user's position, itself at or above it), or the
+    // next pull would be refused 410 for the token this page gave.
+    let next = match has_more {
+        true => next,
+        false => next.max(user.purged_version),
+    };
     // The user row was read after the page (or under its lock), so its
     // digest is the entity's state at the user's position. A complete
     // page holds every write up to `next`; when none of the entity's

@@ -546,7 +546,7 @@ fn only_the_last_page_of_a_pull_or_bulk_carries_digests_matching_what_it_sent() 
 }
 
 #[test]
-fn purge_leaves_digests_and_sets_the_oldest_sync_token() {
+fn purge_takes_purged_tombstones_out_of_the_digest_and_sets_the_oldest_sync_token() {
     let (db, user) = setup();
     db.post(
         "/api/meals/sync",
@@ -575,8 +575,21 @@ fn purge_leaves_digests_and_sets_the_oldest_sync_token() {
         "the tombstone was purged"
     );
     let after = status(&db, &user);
-    assert_eq!(after["meals"]["digest"], before["meals"]["digest"]);
-    assert_ne!(after["meals"]["digest"], stored_digest(&db, "meals", &user));
+    // 9.2: the digest is over the records the user holds; the purged
+    // tombstone has left it.
+    assert_ne!(after["meals"]["digest"], before["meals"]["digest"]);
+    assert_eq!(after["meals"]["digest"], stored_digest(&db, "meals", &user));
+
+    // A device that pulls from scratch after the purge holds what the
+    // digest says, and the token it is given is one the server accepts:
+    // the page ends at the live record (version 1), below the watermark.
+    let fresh = db.get("/api/meals").token(&user.token).send();
+    let fresh = fresh.ok();
+    assert_eq!(fresh["has_more"], false);
+    assert_eq!(fresh["digest"], after["meals"]["digest"]);
+    assert_eq!(fresh["next_sync_token"], "2");
+    let again = db.get("/api/meals?sync_token=2").token(&user.token).send();
+    assert_eq!(again.ok()["meals"], json!([]));
 
     // 9.5: the oldest cursor accepted, on status, pull and bulk alike.
     assert_eq!(after["oldest_sync_token"], "2");
