@@ -170,16 +170,19 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
                 &Seen::default(),
                 timing,
             );
-            log::request(log::Line {
-                level: config::LogLevel::Error,
-                request_id: &request_id,
-                method: &request.method,
-                route: None,
-                status: response.status,
-                started,
-                user_id: None,
-                cause: Some(&problem.to_string()),
-            });
+            log::request(
+                log::Line {
+                    level: config::LogLevel::Error,
+                    request_id: &request_id,
+                    method: &request.method,
+                    route: None,
+                    status: response.status,
+                    timing,
+                    seen: &Seen::default(),
+                    cause: Some(&problem.to_string()),
+                },
+                None,
+            );
             return response.to_cgi_bytes();
         }
     };
@@ -231,17 +234,18 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
         500.. => config::LogLevel::Error,
         _ => config::LogLevel::Info,
     };
-    if level <= config.log_level {
-        log::request(log::Line {
+    log::request(
+        log::Line {
             level,
             request_id: &request_id,
             method: &request.method,
             route: outcome.route,
             status: response.status,
-            started,
-            user_id: outcome.seen.user_id.as_deref(),
+            timing,
+            seen: &outcome.seen,
             cause: outcome.cause.as_deref(),
-        });
-    }
+        },
+        Some(&config),
+    );
     response.to_cgi_bytes()
 }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::auth::session;
 use crate::auth::tokens::AccessClaims;
-use crate::ctx::{Ctx, Env, Seen};
+use crate::ctx::{Ctx, Env, Seen, SyncFacts};
 use crate::error::ApiError;
 use crate::store::clock;
 use crate::store::db::{self, Db, Packet, Slot};
@@ -61,6 +61,21 @@ pub struct Synced {
     /// after the page's last record when more remain.
     pub position: u64,
     pub sync_timestamp: i64,
+}
+
+impl Synced {
+    /// The counts of this sync for the log line: records stored, pulled,
+    /// conflicts by entity and resolution, refused records by code.
+    pub fn facts(&self) -> SyncFacts {
+        let mut facts = SyncFacts {
+            pulled: self.page.len() as u64,
+            ..SyncFacts::default()
+        };
+        for (_, result) in &self.results {
+            result.count_into(&mut facts);
+        }
+        facts
+    }
 }
 
 /// Runs a push or a bulk in one transaction. The checks answer in the

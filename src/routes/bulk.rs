@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::reply::ok;
 use crate::routes::body;
-use crate::routes::records::{device_id, parse_limit};
+use crate::routes::records::{checked_device, device_id, parse_limit};
 use crate::store::clock;
 use crate::store::records::Cursor;
 use crate::sync::Entity;
@@ -22,7 +22,9 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Re
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_body(request, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
+    seen.device_id = checked_device(&device);
     let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
+    seen.sync = Some(synced.facts());
     let mut results = synced.results;
     let sections = Entity::ALL
         .iter()

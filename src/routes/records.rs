@@ -34,6 +34,11 @@ pub fn device_id(request: &Request) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// The device for the log line, once its header passed the check.
+pub fn checked_device(device: &Result<Option<&str>, ApiError>) -> Option<String> {
+    device.as_ref().ok().copied().flatten().map(str::to_owned)
+}
+
 pub fn parse_limit(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(limit)
@@ -60,7 +65,9 @@ pub fn post_sync(
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_push_body(request, entity, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
+    seen.device_id = checked_device(&device);
     let synced = engine::sync(ctx, &claims, &ask, &device, seen)?;
+    seen.sync = Some(synced.facts());
     let result = synced.results.into_iter().next().map(|(_, result)| result);
     Ok(ok(
         200,
@@ -158,7 +165,9 @@ pub fn get_records(
     let ask = parse_pull_query(request);
     let device = device_id(request);
     let claims = session::access_claims(&ctx.env, request, seen)?;
+    seen.device_id = checked_device(&device);
     let answer = engine::pull(ctx, &claims, entity, &ask, &device, seen)?;
+    seen.sync = Some(answer.facts());
     Ok(ok(200, &answer))
 }
 

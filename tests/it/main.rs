@@ -9,5 +9,6 @@ mod support;
 mod accounts;
 mod concurrency;
 mod convergence;
+mod monitor;
 mod sync;
 mod transport;
