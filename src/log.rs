@@ -14,14 +14,16 @@
 //! processes rotating at once never rename one onto the other, and at
 //! worst rotate a fresh, small file early; a process still holding the old
 //! file writes into the rotated one. The oldest rotated files beyond
-//! `LOG_FILE_KEEP` are removed. A line that cannot be written to the file
-//! goes to stderr with the reason; a request never waits on or fails for
-//! its log line.
+//! `LOG_FILE_KEEP` are removed. A FastCGI worker keeps the file open
+//! between requests (`LogSink`, held by `main`), for a second at most, so
+//! its lines follow another process's rotation within a second. A line
+//! that cannot be written to the file goes to stderr with the reason; a
+//! request never waits on or fails for its log line.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -50,7 +52,7 @@ pub struct Line<'a> {
 /// report` counts them all) and errors to stderr as well; without it, to
 /// stderr when the level passes `LOG_LEVEL`. `config` is `None` when the
 /// configuration itself could not be read.
-pub fn request(line: Line, config: Option<&Config>) {
+pub fn request(line: Line, config: Option<&Config>, sink: &mut LogSink) {
     let log_level = config.map_or(LogLevel::Info, |c| c.log_level);
     let to_stderr = line.level <= log_level;
     let Some(log_file) = config.and_then(|c| c.log_file.as_ref()) else {
@@ -60,7 +62,7 @@ pub fn request(line: Line, config: Option<&Config>) {
         return;
     };
     let text = format_line(&line, now_rfc3339(), None);
-    match append(log_file, text.as_bytes()) {
+    match append(sink, log_file, text.as_bytes()) {
         Ok(()) => {
             if to_stderr && line.level == LogLevel::Error {
                 write_stderr(&text);
@@ -312,16 +314,53 @@ pub fn check_appendable(path: &Path) -> std::io::Result<()> {
     open_for_append(path).map(drop)
 }
 
+/// How long a process writes on one descriptor of the log before it
+/// opens the file by its name again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// The log file a process has open: one per process, kept by `main`
+/// across the requests of a FastCGI worker (a CGI process has one
+/// request).
+#[derive(Default)]
+pub struct LogSink {
+    open: Option<Kept>,
+}
+
+struct Kept {
+    path: PathBuf,
+    file: File,
+    opened: Instant,
+}
+
 /// Appends one whole line with one `write` on an `O_APPEND` descriptor,
 /// rotating the file first if the line would carry it past its size.
-pub fn append(log_file: &LogFile, line: &[u8]) -> std::io::Result<()> {
-    let mut file = open_for_append(&log_file.path)?;
-    let size = file.metadata()?.len();
-    if size > 0 && size.saturating_add(line.len() as u64) > log_file.max_bytes {
-        rotate(log_file, &file)?;
-        file = open_for_append(&log_file.path)?;
+pub fn append(sink: &mut LogSink, log_file: &LogFile, line: &[u8]) -> std::io::Result<()> {
+    let appended = append_kept(sink, log_file, line);
+    if appended.is_err() {
+        // The next line starts afresh from the name.
+        sink.open = None;
     }
-    let written = file.write(line)?;
+    appended
+}
+
+fn append_kept(sink: &mut LogSink, log_file: &LogFile, line: &[u8]) -> std::io::Result<()> {
+    let path = &log_file.path;
+    let kept = match sink.open.take() {
+        Some(kept) if kept.path == *path && kept.opened.elapsed() < REOPEN_AFTER => kept,
+        _ => Kept {
+            path: path.clone(),
+            file: open_for_append(path)?,
+            opened: Instant::now(),
+        },
+    };
+    let kept = sink.open.insert(kept);
+    let size = kept.file.metadata()?.len();
+    if size > 0 && size.saturating_add(line.len() as u64) > log_file.max_bytes {
+        rotate(log_file, &kept.file)?;
+        kept.file = open_for_append(path)?;
+        kept.opened = Instant::now();
+    }
+    let written = kept.file.write(line)?;
     if written != line.len() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::WriteZero,
@@ -495,8 +534,15 @@ mod tests {
             keep: 2,
         };
         let line = format!("{}\n", "x".repeat(39));
-        for _ in 0..7 {
-            assert!(append(&log_file, line.as_bytes()).is_ok());
+        // Odd lines from one process that keeps the file open, even ones
+        // from a process each.
+        let mut kept = LogSink::default();
+        for n in 0..7 {
+            let appended = match n % 2 {
+                0 => append(&mut LogSink::default(), &log_file, line.as_bytes()),
+                _ => append(&mut kept, &log_file, line.as_bytes()),
+            };
+            assert!(appended.is_ok());
         }
         let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).ok();
         // 2 lines fit in 100 bytes: 7 lines are 2 + 2 + 2 + 1, the first
@@ -568,7 +614,77 @@ mod tests {
             max_bytes: 1000,
             keep: 1,
         };
-        assert!(append(&log_file, b"line\n").is_err());
+        let mut sink = LogSink::default();
+        assert!(append(&mut sink, &log_file, b"line\n").is_err());
+        assert!(sink.open.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::ctx::SyncFacts;
+    use crate::sync::Entity;
+
+    /// The time one request line costs with `LOG_FILE`: formatting and
+    /// appending (open, fstat, write, close). `cargo test --release --lib
+    /// log::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn the_cost_of_a_line() {
+        let dir = std::env::temp_dir().join(format!("hs-log-cost-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let log_file = LogFile {
+            path: dir.join("requests.log"),
+            max_bytes: 10 * 1024 * 1024,
+            keep: 2,
+        };
+        let seen = Seen {
+            user_id: Some(uuid::Uuid::new_v4().to_string()),
+            device_id: Some("phone-1".into()),
+            sync: Some(SyncFacts {
+                pulled: 100,
+                ..SyncFacts::default()
+            }),
+            ..Seen::default()
+        };
+        let line = Line {
+            level: LogLevel::Info,
+            request_id: "0123456789abcdef0123456789abcdef",
+            method: "GET",
+            route: Some(Route::Pull(Entity::Meals)),
+            status: 200,
+            timing: Timing {
+                total: Duration::from_micros(512),
+                db: Some(Duration::from_micros(301)),
+            },
+            seen: &seen,
+            cause: None,
+        };
+        let rounds = 20_000;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            let _ = format_line(&line, now_rfc3339(), None);
+        }
+        let format_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            let text = format_line(&line, now_rfc3339(), None);
+            let _ = append(&mut LogSink::default(), &log_file, text.as_bytes());
+        }
+        let fresh_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        let mut sink = LogSink::default();
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            let text = format_line(&line, now_rfc3339(), None);
+            let _ = append(&mut sink, &log_file, text.as_bytes());
+        }
+        let kept_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        println!(
+            "a line: format {format_us:.2} us; format and append {fresh_us:.2} us opening the \
+             file (CGI), {kept_us:.2} us on a kept descriptor (FastCGI)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

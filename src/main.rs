@@ -64,6 +64,8 @@ struct Worker {
     /// and parses them once.
     parsed: Option<(Variables, Rc<Config>)>,
     argv_len: usize,
+    /// `LOG_FILE`, kept open between requests.
+    log: log::LogSink,
 }
 
 impl Worker {
@@ -89,6 +91,7 @@ impl Worker {
             process_env: config::process_env(),
             parsed: None,
             argv_len: std::env::args_os().len().saturating_sub(1),
+            log: log::LogSink::default(),
         }
     }
 }
@@ -182,6 +185,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
                     cause: Some(&problem.to_string()),
                 },
                 None,
+                &mut worker.log,
             );
             return response.to_cgi_bytes();
         }
@@ -246,6 +250,7 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> Vec<u8> 
             cause: outcome.cause.as_deref(),
         },
         Some(&config),
+        &mut worker.log,
     );
     response.to_cgi_bytes()
 }

@@ -1,7 +1,9 @@
 //! One request's log line, read back: from `LOG_FILE` (a JSON line), or
-//! from an Apache error log, where Apache wraps the binary's stderr line
-//! in its own prefix and suffix (`[...] AH01215: {...}: /path/healthsync.cgi`
-//! under mod_cgid, `[...] mod_fcgid: stderr: {...}` under mod_fcgid). Pure.
+//! from an Apache error log, which holds the binary's stderr lines as they
+//! are (Apache 2.4 on Debian 12) or inside Apache's own prefix and suffix
+//! (`[...] AH01215: {...}: /path/healthsync.cgi` under mod_cgid, `[...]
+//! mod_fcgid: stderr: {...}` under mod_fcgid), depending on the version
+//! and `ErrorLogFormat`. Pure.
 
 use std::collections::BTreeMap;
 
@@ -174,6 +176,83 @@ mod tests {
             &Parsed::Unreadable,
         );
         check(r#"{"level":"info"}"#, &Parsed::Unreadable);
+    }
+
+    /// What `log.rs` writes is what this reads back.
+    #[test]
+    fn a_line_the_binary_writes_reads_back_whole() {
+        use crate::config::LogLevel;
+        use crate::ctx::{AuthFacts, AuthFailure, AuthKind, Seen, SyncFacts};
+        use crate::reply::Timing;
+        use crate::route::Route;
+        use std::time::Duration;
+
+        let mut facts = SyncFacts {
+            stored: 3,
+            pulled: 7,
+            ..SyncFacts::default()
+        };
+        facts.add_conflict("medications", "merged");
+        facts.add_error("QUOTA_EXCEEDED");
+        let seen = Seen {
+            user_id: Some("u-9".into()),
+            device_id: Some("tablet".into()),
+            sync: Some(facts),
+            auth: Some(AuthFacts {
+                kind: AuthKind::Login,
+                failure: Some(AuthFailure::GuessingLimit),
+            }),
+            ..Seen::default()
+        };
+        let line = crate::log::Line {
+            level: LogLevel::Error,
+            request_id: "abc",
+            method: "POST",
+            route: Some(Route::Bulk),
+            status: 503,
+            timing: Timing {
+                total: Duration::from_micros(12_345),
+                db: Some(Duration::from_micros(10_001)),
+            },
+            seen: &seen,
+            cause: Some("connect: refused"),
+        };
+        let text =
+            crate::log::format_line(&line, "2026-11-30T18:00:00.5Z".into(), Some("disk full"));
+        let Parsed::Request(entry) = parse_line(text.trim_end()) else {
+            panic!("not read back: {text}");
+        };
+        let mut conflicts = BTreeMap::new();
+        conflicts.insert(
+            "medications".to_owned(),
+            BTreeMap::from([("merged".to_owned(), 1)]),
+        );
+        assert_eq!(
+            *entry,
+            Entry {
+                at: clock::parse_rfc3339("2026-11-30T18:00:00.5Z").unwrap_or_default(),
+                request_id: "abc".into(),
+                route: Some("POST /sync/bulk".into()),
+                status: 503,
+                total_ms: 12.345,
+                db_ms: Some(10.001),
+                user_id: Some("u-9".into()),
+                device_id: Some("tablet".into()),
+                cause: Some("connect: refused".into()),
+                sync: Some(SyncCounts {
+                    stored: 3,
+                    pulled: 7,
+                    conflicts,
+                    errors: BTreeMap::from([("QUOTA_EXCEEDED".to_owned(), 1)]),
+                }),
+                auth: Some(Auth {
+                    kind: "login".into(),
+                    result: "locked".into(),
+                    reason: Some("guessing_limit".into()),
+                }),
+                log_file_error: Some("disk full".into()),
+            }
+        );
     }
 
     #[test]

@@ -753,3 +753,33 @@ fn report_says_what_is_missing() {
         vec!["healthsync: log: /nonexistent-dir/healthsync.log cannot be read: No such file or directory (os error 2)"]
     );
 }
+
+#[test]
+fn check_says_whether_the_log_file_can_be_appended_to() {
+    let log = LogDir::new();
+    let db = TestDb::new();
+    let file = log.file().display().to_string();
+    let output = db.cli_with(&[("LOG_FILE", &file)], &["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok    LOG_FILE={file} can be appended to")),
+        "{stdout}"
+    );
+    let missing = log
+        .0
+        .join("missing")
+        .join("requests.log")
+        .display()
+        .to_string();
+    let output = db.cli_with(&[("LOG_FILE", &missing)], &["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAIL  LOG_FILE={missing} cannot be appended to")),
+        "{stdout}"
+    );
+    let output = db.cli(&["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(stdout.contains("warn  LOG_FILE is not set"), "{stdout}");
+}
