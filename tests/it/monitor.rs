@@ -390,7 +390,8 @@ fn the_log_holds_no_email_password_token_name_or_health_field() {
             .to_owned(),
     ];
     let token = tokens[0].clone();
-    let record = json!({"id": id(9), "data": {"notes": field, "glucose": 5.4}, "updated_at": T1});
+    let record =
+        json!({"id": id(9), "data": {"notes": field, "glucose": 123.456789}, "updated_at": T1});
     db.post("/api/health-metrics/sync", &json!({"metrics": [record]}))
         .token(&token)
         .var("HTTP_X_DEVICE_ID", "device-1")
@@ -409,6 +410,15 @@ fn the_log_holds_no_email_password_token_name_or_health_field() {
         .send()
         .expect(200, "");
     db.get("/api/account").token(&token).send().expect(200, "");
+    db.request("PATCH", "/api/account")
+        .json(&json!({"name": name}))
+        .token(&token)
+        .send()
+        .expect(200, "");
+    db.get("/api/sync/status")
+        .token(&token)
+        .send()
+        .expect(200, "");
     db.post(
         "/api/auth/login",
         &json!({"email": email, "password": "wrong password"}),
@@ -444,6 +454,22 @@ fn the_log_holds_no_email_password_token_name_or_health_field() {
     changed.expect(200, "");
     let token = changed.data()["token"].as_str().unwrap().to_owned();
     tokens.push(token.clone());
+    let refresh = changed.data()["refresh_token"].as_str().unwrap().to_owned();
+    tokens.push(refresh.clone());
+    db.post("/api/auth/logout", &json!({"refresh_token": refresh}))
+        .token(&token)
+        .send()
+        .expect(200, "");
+    let login = db
+        .post(
+            "/api/auth/login",
+            &json!({"email": email, "password": new_password}),
+        )
+        .send();
+    login.expect(200, "");
+    let token = login.data()["token"].as_str().unwrap().to_owned();
+    tokens.push(token.clone());
+    tokens.push(login.data()["refresh_token"].as_str().unwrap().to_owned());
     db.request("DELETE", "/api/account")
         .json(&json!({"password": new_password}))
         .token(&token)
@@ -451,7 +477,38 @@ fn the_log_holds_no_email_password_token_name_or_health_field() {
         .expect(200, "");
 
     let text = log.text();
-    assert!(text.lines().count() >= 11, "{text}");
+    // Every route of the flow has its line, with its status.
+    let logged: HashSet<(String, u64)> = log
+        .lines()
+        .iter()
+        .map(|l| {
+            (
+                l["route"].as_str().unwrap_or("").to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (route, status) in [
+        ("POST /auth/register", 201),
+        ("POST /health-metrics/sync", 200),
+        ("GET /health-metrics", 200),
+        ("POST /sync/bulk", 200),
+        ("GET /account/export", 200),
+        ("GET /account", 200),
+        ("PATCH /account", 200),
+        ("GET /sync/status", 200),
+        ("POST /auth/logout", 200),
+        ("POST /auth/login", 401),
+        ("POST /auth/login", 200),
+        ("POST /auth/refresh", 200),
+        ("POST /auth/password", 200),
+        ("DELETE /account", 200),
+    ] {
+        assert!(
+            logged.contains(&(route.to_owned(), status)),
+            "no line for {route} {status}: {logged:?}"
+        );
+    }
     let mut secrets = vec![
         email.clone(),
         "private.person".to_owned(),
@@ -460,7 +517,7 @@ fn the_log_holds_no_email_password_token_name_or_health_field() {
         name,
         field,
         "glucose".to_owned(),
-        "5.4".to_owned(),
+        "123.456789".to_owned(),
     ];
     secrets.extend(tokens.iter().cloned());
     // A token's signature alone would give it away as well.
