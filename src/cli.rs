@@ -1,12 +1,16 @@
 //! The command line of the same binary: `migrate`, `check`, `purge`,
-//! `smoke`, `--version`. No request handling here; each command but
-//! `smoke` (a client of a deployed API, `smoke/`) reads the same
+//! `smoke`, `report`, `--version`. No request handling here; each command
+//! but `smoke` (a client of a deployed API, `smoke/`) reads the same
 //! configuration a request would (environment, then `HEALTHSYNC_ENV_FILE`).
+//! `report` reads the request log (`report/`) and, with `--alert`, probes
+//! the database as `check` does.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::config::{self, Config, DbConfig, EnvFileCache, ENV_FILE_VARIABLE};
+use crate::config::{self, Config, DbConfig, EnvFileCache, Variables, ENV_FILE_VARIABLE};
+use crate::report::args::{Options as ReportOptions, Refusal as ReportRefusal, Since};
+use crate::report::{self, alert};
 use crate::smoke;
 use crate::store::{clock, db, health, migrate, purge};
 
@@ -20,6 +24,8 @@ Usage:
                          TOMBSTONE_DAYS, idempotency keys older than IDEMPOTENCY_HOURS
   healthsync smoke URL   prove a deployed API works, leaving nothing behind
                          (healthsync smoke --help says what it does and prints)
+  healthsync report      summarize the request log (LOG_FILE); --alert for cron
+                         (healthsync report --help lists the options)
   healthsync --version   print the version
 
 Configuration comes from the environment, then from the .env file named by
@@ -54,6 +60,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         ["check"] => run_check(),
         ["purge"] => run_purge(),
         ["smoke", ..] => run_smoke(&args[1..]),
+        ["report", ..] => run_report(&args[1..]),
         [other, ..] => {
             eprintln!("healthsync: unknown command '{other}'\n\n{USAGE}");
             ExitCode::from(2)
@@ -82,12 +89,15 @@ fn run_smoke(args: &[String]) -> ExitCode {
     }
 }
 
+/// The variables the way a request would gather them, minus params.
+fn gather_variables() -> Result<Variables, String> {
+    let process_env = config::process_env().map_err(|e| e.to_string())?;
+    config::gather(&process_env, None, &mut EnvFileCache::default()).map_err(|e| e.to_string())
+}
+
 /// Loads the configuration the way a request would, minus params.
 pub fn load_config() -> Result<Config, String> {
-    let process_env = config::process_env().map_err(|e| e.to_string())?;
-    let variables = config::gather(&process_env, None, &mut EnvFileCache::default())
-        .map_err(|e| e.to_string())?;
-    config::parse(&variables).map_err(|e| e.to_string())
+    config::parse(&gather_variables()?).map_err(|e| e.to_string())
 }
 
 fn run_migrate() -> ExitCode {
@@ -226,8 +236,24 @@ fn run_check() -> ExitCode {
         report("warn", warning);
     }
 
+    check_log_file(&config, &mut report);
+    check_database(&config, &mut report);
+
+    if failures == 0 {
+        println!("\nall checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{failures} problem(s) found");
+        ExitCode::from(1)
+    }
+}
+
+/// The database as `check` sees it (reachable, its schema current), told
+/// to `report`; the connection when it was reachable.
+fn check_database(config: &Config, report: &mut dyn FnMut(&str, String)) -> Option<db::Db> {
     match db::connect(&config.db) {
-        Err(error) => report(
+        Err(error) => {
+            report(
             "FAIL",
             format!(
                 "cannot reach MySQL at {}:{} as {} ({}): check DB_HOST, DB_PORT, DB_USER, DB_PASS, DB_NAME{}",
@@ -237,7 +263,9 @@ fn run_check() -> ExitCode {
                 error.cause,
                 connect_hint(&config.db, &error)
             ),
-        ),
+            );
+            None
+        }
         Ok(mut conn) => {
             let version = health::server_version(&mut conn).ok().flatten();
             report(
@@ -274,16 +302,195 @@ fn run_check() -> ExitCode {
                     format!("cannot read the schema state: {}", error.cause),
                 ),
             }
+            Some(conn)
         }
     }
+}
 
-    if failures == 0 {
-        println!("\nall checks passed");
-        ExitCode::SUCCESS
-    } else {
-        println!("\n{failures} problem(s) found");
-        ExitCode::from(1)
+/// `LOG_FILE`: unset (the lines go to Apache's error log), or a file this
+/// user can append to, outside the web root.
+fn check_log_file(config: &Config, report: &mut dyn FnMut(&str, String)) {
+    let Some(log_file) = &config.log_file else {
+        report(
+            "warn",
+            "LOG_FILE is not set: request lines go to the web server's error log; set it to a file \
+             outside the web root for `healthsync report`"
+                .into(),
+        );
+        return;
+    };
+    let path = &log_file.path;
+    match crate::log::check_appendable(path) {
+        Ok(()) => report(
+            "ok",
+            format!(
+                "LOG_FILE={} can be appended to (rotated at {} bytes, {} kept)",
+                path.display(),
+                log_file.max_bytes,
+                log_file.keep
+            ),
+        ),
+        Err(error) => report(
+            "FAIL",
+            format!(
+                "LOG_FILE={} cannot be appended to ({error}): create its directory, or choose another path",
+                path.display()
+            ),
+        ),
     }
+    if looks_like_web_root(path) {
+        report(
+            "warn",
+            format!(
+                "{} looks like it is inside a web root: move it out",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// `healthsync report`: exit 0 with the report (or, with `--alert`, with
+/// nothing to say), 1 when the log cannot be read or an alert was
+/// printed, 2 on bad usage.
+fn run_report(args: &[String]) -> ExitCode {
+    let options = match report::args::parse(args) {
+        Ok(options) => options,
+        Err(ReportRefusal::Help) => {
+            println!("{}", report::args::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(ReportRefusal::Usage(problem)) => {
+            eprintln!("report: {problem} (see healthsync report --help)");
+            return ExitCode::from(2);
+        }
+    };
+    // An alert goes to stdout, which cron mails; so does a failure of the
+    // report itself in alert mode.
+    let fail = |problem: String| {
+        match options.alert {
+            true => println!("healthsync: {problem}"),
+            false => eprintln!("healthsync report: {problem}"),
+        }
+        ExitCode::from(1)
+    };
+    let variables = match gather_variables() {
+        Ok(variables) => variables,
+        Err(problem) => return fail(problem),
+    };
+    let (log_file, thresholds) = match (
+        config::parse_log_file(&variables),
+        config::parse_alerts(&variables),
+    ) {
+        (Ok(log_file), Ok(thresholds)) => (log_file, thresholds),
+        (Err(problem), _) | (_, Err(problem)) => return fail(problem.to_string()),
+    };
+    let now_ms = clock::to_millis(time::OffsetDateTime::now_utc());
+    let since = options.since.clone().unwrap_or(match options.alert {
+        true => Since::Last(i64::from(thresholds.window_minutes) * 60_000),
+        false => Since::Last(24 * 3_600_000),
+    });
+    let (files, source) =
+        match (&options.apache_log, &log_file) {
+            (Some(path), _) => (vec![std::path::PathBuf::from(path)], path.clone()),
+            (None, Some(log_file)) => (
+                report::log_files(log_file),
+                log_file.path.display().to_string(),
+            ),
+            (None, None) => return fail(
+                "LOG_FILE is not set: set it in the env file (see the README), or read the web \
+                 server's error log with --apache-log FILE"
+                    .into(),
+            ),
+        };
+    let read = report::read(&files, since.start(now_ms));
+    if !options.alert {
+        let read = match read {
+            Ok(read) => read,
+            Err(problem) => return fail(problem),
+        };
+        let summary =
+            report::summary::summarize(&read.entries, since.start(now_ms), now_ms, read.unreadable);
+        if options.json {
+            match serde_json::to_string_pretty(&summary) {
+                Ok(text) => println!("{text}"),
+                Err(error) => return fail(format!("cannot write JSON: {error}")),
+            }
+        } else {
+            print!("{}", report::summary::render_text(&summary, &source));
+        }
+        return ExitCode::SUCCESS;
+    }
+    run_alert(
+        &options,
+        &variables,
+        &thresholds,
+        &since,
+        read,
+        log_file.is_some(),
+    )
+}
+
+fn run_alert(
+    options: &ReportOptions,
+    variables: &Variables,
+    thresholds: &config::AlertThresholds,
+    since: &Since,
+    read: Result<report::Read, String>,
+    log_file_set: bool,
+) -> ExitCode {
+    let mut facts = alert::Facts::default();
+    let entries = match read {
+        Ok(read) => {
+            facts.last_line_at = read.last_line_at;
+            read.entries
+        }
+        Err(problem) => {
+            facts.log_problem = Some(problem);
+            Vec::new()
+        }
+    };
+    let (problems, last_counted) = database_facts(variables);
+    facts.database_problems = problems;
+    // Requests counted while the log read stayed quiet mean it stopped
+    // growing; unless the log read is Apache's while LOG_FILE takes the
+    // request lines (Apache's then has only errors).
+    if !(options.apache_log.is_some() && log_file_set) {
+        facts.last_counted_request = last_counted;
+    }
+    let alerts = alert::judge(&entries, &since.label(), thresholds, &facts);
+    for message in &alerts {
+        println!("healthsync: {message}");
+    }
+    match alerts.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    }
+}
+
+/// What `check` finds wrong with the configuration and the database, and
+/// the last minute the database counted a request.
+fn database_facts(variables: &Variables) -> (Vec<String>, Option<i64>) {
+    let config = match config::parse(variables) {
+        Ok(config) => config,
+        Err(problem) => return (vec![problem.to_string()], None),
+    };
+    let mut problems = Vec::new();
+    let conn = check_database(&config, &mut |status, message| {
+        if status == "FAIL" {
+            problems.push(message);
+        }
+    });
+    let last_counted = conn.and_then(|mut conn| match health::last_counted_request(&mut conn) {
+        Ok(last) => last,
+        Err(error) => {
+            problems.push(format!(
+                "cannot read the rate-limit counters: {}",
+                error.cause
+            ));
+            None
+        }
+    });
+    (problems, last_counted)
 }
 
 /// A warning when the database password and every query would cross a
@@ -336,11 +543,7 @@ fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) 
                     format!("{} is private (mode {mode:o})", path.display()),
                 );
             }
-            let in_web_root = path.components().any(|c| {
-                let part = c.as_os_str().to_string_lossy();
-                part == "public_html" || part == "htdocs" || part == "www"
-            });
-            if in_web_root {
+            if looks_like_web_root(path) {
                 report(
                     "warn",
                     format!(
@@ -351,6 +554,14 @@ fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) 
             }
         }
     }
+}
+
+/// A path with a component a web root is usually called.
+fn looks_like_web_root(path: &std::path::Path) -> bool {
+    path.components().any(|c| {
+        let part = c.as_os_str().to_string_lossy();
+        part == "public_html" || part == "htdocs" || part == "www"
+    })
 }
 
 fn check_secret(secret: &[u8], report: &mut dyn FnMut(&str, String)) {

@@ -43,6 +43,17 @@ pub const VARIABLES: &[&str] = &[
     "REQUIRE_HTTPS",
     "LOG_LEVEL",
     "TMPDIR",
+    "LOG_FILE",
+    "LOG_FILE_MAX_BYTES",
+    "LOG_FILE_KEEP",
+    "ALERT_WINDOW_MINUTES",
+    "ALERT_MIN_REQUESTS",
+    "ALERT_5XX_PERCENT",
+    "ALERT_SYNC_P95_MS",
+    "ALERT_BURST_MINUTES",
+    "ALERT_503_BURST",
+    "ALERT_FAILED_LOGIN_BURST",
+    "ALERT_LOG_STALE_MINUTES",
 ];
 
 pub const ENV_FILE_VARIABLE: &str = "HEALTHSYNC_ENV_FILE";
@@ -89,6 +100,59 @@ pub struct Config {
     /// Where a large answer (the export) is spooled: an unlinked file the
     /// size of the answer, gone when the request ends.
     pub spool_dir: PathBuf,
+    /// The request log of its own (`LOG_FILE`), when set.
+    pub log_file: Option<LogFile>,
+}
+
+/// `LOG_FILE` and its rotation: one JSON line per request is appended to
+/// `path`; a writer that finds it would pass `max_bytes` renames it to
+/// `path.1` (shifting `path.1` to `path.2` ..., up to `path.<keep>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+pub const DEFAULT_LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_LOG_FILE_KEEP: u32 = 5;
+
+/// The thresholds of `healthsync report --alert` (`ALERT_*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertThresholds {
+    /// The window `--alert` looks at unless `--since` says otherwise.
+    pub window_minutes: u32,
+    /// Fewer requests (or sync requests) in the window than this, and the
+    /// rate and p95 alerts stay silent: three requests make no rate.
+    pub min_requests: u64,
+    /// 5xx answers, in percent of all requests in the window.
+    pub error_percent: f64,
+    /// p95 of the sync routes' total time (push, pull, bulk), ms.
+    pub sync_p95_ms: f64,
+    /// The span of a burst.
+    pub burst_minutes: u32,
+    /// 503s within one burst span.
+    pub unavailable_burst: u64,
+    /// Failed or locked-out logins within one burst span.
+    pub failed_login_burst: u64,
+    /// Requests counted by the database this long after the log's last
+    /// line: the log stopped growing.
+    pub log_stale_minutes: u32,
+}
+
+impl Default for AlertThresholds {
+    fn default() -> AlertThresholds {
+        AlertThresholds {
+            window_minutes: 15,
+            min_requests: 20,
+            error_percent: 5.0,
+            sync_p95_ms: 1000.0,
+            burst_minutes: 5,
+            unavailable_burst: 10,
+            failed_login_burst: 20,
+            log_stale_minutes: 10,
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -325,6 +389,7 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
             ))
         }
     };
+    let log_file = parse_log_file(variables)?;
     let cors_allowed_origins = raw
         .cors_allowed_origins
         .unwrap_or_default()
@@ -363,6 +428,87 @@ pub fn parse(variables: &Variables) -> Result<Config, ConfigError> {
                 .filter(|dir| !dir.is_empty())
                 .unwrap_or_else(|| "/tmp".to_owned()),
         ),
+        log_file,
+    })
+}
+
+/// A variable of the monitoring group, blank or absent: `None`.
+fn value_of<'a>(variables: &'a Variables, name: &str) -> Option<&'a str> {
+    variables
+        .get(name)
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// A number greater than 0, or the default when the variable is unset.
+fn positive_number<T>(variables: &Variables, name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match value_of(variables, name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<T>() {
+            Ok(value) if value > T::default() => Ok(value),
+            _ => Err(problem(name, "must be a number greater than 0")),
+        },
+    }
+}
+
+/// `LOG_FILE`, `LOG_FILE_MAX_BYTES`, `LOG_FILE_KEEP`. Read by requests and
+/// by `healthsync report`, which needs no database settings.
+pub fn parse_log_file(variables: &Variables) -> Result<Option<LogFile>, ConfigError> {
+    let max_bytes = positive_number(variables, "LOG_FILE_MAX_BYTES", DEFAULT_LOG_FILE_MAX_BYTES)?;
+    let keep = positive_number(variables, "LOG_FILE_KEEP", DEFAULT_LOG_FILE_KEEP)?;
+    if keep > 99 {
+        return Err(problem("LOG_FILE_KEEP", "must be at most 99"));
+    }
+    let Some(path) = value_of(variables, "LOG_FILE") else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    // A relative path would be taken from the working directory, which
+    // under Apache is the document root: the log would be served.
+    if !path.is_absolute() {
+        return Err(problem(
+            "LOG_FILE",
+            "must be an absolute path (outside the web root)",
+        ));
+    }
+    Ok(Some(LogFile {
+        path,
+        max_bytes,
+        keep,
+    }))
+}
+
+/// The `ALERT_*` thresholds of `healthsync report --alert`.
+pub fn parse_alerts(variables: &Variables) -> Result<AlertThresholds, ConfigError> {
+    let defaults = AlertThresholds::default();
+    Ok(AlertThresholds {
+        window_minutes: positive_number(
+            variables,
+            "ALERT_WINDOW_MINUTES",
+            defaults.window_minutes,
+        )?,
+        min_requests: positive_number(variables, "ALERT_MIN_REQUESTS", defaults.min_requests)?,
+        error_percent: positive_number(variables, "ALERT_5XX_PERCENT", defaults.error_percent)?,
+        sync_p95_ms: positive_number(variables, "ALERT_SYNC_P95_MS", defaults.sync_p95_ms)?,
+        burst_minutes: positive_number(variables, "ALERT_BURST_MINUTES", defaults.burst_minutes)?,
+        unavailable_burst: positive_number(
+            variables,
+            "ALERT_503_BURST",
+            defaults.unavailable_burst,
+        )?,
+        failed_login_burst: positive_number(
+            variables,
+            "ALERT_FAILED_LOGIN_BURST",
+            defaults.failed_login_burst,
+        )?,
+        log_stale_minutes: positive_number(
+            variables,
+            "ALERT_LOG_STALE_MINUTES",
+            defaults.log_stale_minutes,
+        )?,
     })
 }
 
@@ -596,6 +742,55 @@ mod tests {
                 &[("DB_TLS", "true"), ("DB_TLS_CA", "/nonexistent/ca.pem")],
                 "DB_TLS_CA",
             );
+        }
+    }
+
+    #[test]
+    fn the_log_file_is_optional_absolute_and_rotated_by_size() {
+        let parsed = parse(&base()).map(|config| config.log_file);
+        assert_eq!(parsed, Ok(None));
+        let mut variables = base();
+        variables.insert("LOG_FILE".into(), "/home/u/logs/healthsync.log".into());
+        let parsed = parse(&variables).map(|config| config.log_file);
+        assert_eq!(
+            parsed,
+            Ok(Some(LogFile {
+                path: PathBuf::from("/home/u/logs/healthsync.log"),
+                max_bytes: DEFAULT_LOG_FILE_MAX_BYTES,
+                keep: DEFAULT_LOG_FILE_KEEP,
+            }))
+        );
+        check_error(&[("LOG_FILE", "logs/healthsync.log")], "LOG_FILE");
+        check_error(
+            &[("LOG_FILE", "/tmp/x.log"), ("LOG_FILE_MAX_BYTES", "0")],
+            "LOG_FILE_MAX_BYTES",
+        );
+        check_error(&[("LOG_FILE_KEEP", "many")], "LOG_FILE_KEEP");
+        check_error(&[("LOG_FILE_KEEP", "100")], "LOG_FILE_KEEP");
+    }
+
+    #[test]
+    fn alert_thresholds_have_defaults_and_name_a_bad_value() {
+        assert_eq!(
+            parse_alerts(&Variables::new()),
+            Ok(AlertThresholds::default())
+        );
+        let set = vars(&[("ALERT_5XX_PERCENT", "2.5"), ("ALERT_503_BURST", "3")]);
+        let parsed = parse_alerts(&set);
+        assert_eq!(
+            parsed
+                .as_ref()
+                .map(|a| (a.error_percent, a.unavailable_burst)),
+            Ok((2.5, 3))
+        );
+        for (name, value) in [
+            ("ALERT_5XX_PERCENT", "-1"),
+            ("ALERT_SYNC_P95_MS", "fast"),
+            ("ALERT_BURST_MINUTES", "0"),
+            ("ALERT_WINDOW_MINUTES", "1.5"),
+        ] {
+            let failed = parse_alerts(&vars(&[(name, value)])).err();
+            assert_eq!(failed.map(|e| e.variable).as_deref(), Some(name));
         }
     }
 

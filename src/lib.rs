@@ -13,6 +13,7 @@ pub mod fcgi;
 pub mod http;
 pub mod log;
 pub mod reply;
+pub mod report;
 pub mod route;
 pub mod routes;
 pub mod smoke;

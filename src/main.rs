@@ -65,6 +65,8 @@ struct Worker {
     /// and parses them once.
     parsed: Option<(Variables, Rc<Config>)>,
     argv_len: usize,
+    /// `LOG_FILE`, kept open between requests.
+    log: log::LogSink,
 }
 
 impl Worker {
@@ -90,6 +92,7 @@ impl Worker {
             process_env: config::process_env(),
             parsed: None,
             argv_len: std::env::args_os().len().saturating_sub(1),
+            log: log::LogSink::default(),
         }
     }
 }
@@ -201,16 +204,20 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> fcgi::An
                 &Seen::default(),
                 timing,
             );
-            log::request(log::Line {
-                level: config::LogLevel::Error,
-                request_id: &request_id,
-                method: &request.method,
-                route: None,
-                status: response.status,
-                started,
-                user_id: None,
-                cause: Some(&problem.to_string()),
-            });
+            log::request(
+                log::Line {
+                    level: config::LogLevel::Error,
+                    request_id: &request_id,
+                    method: &request.method,
+                    route: None,
+                    status: response.status,
+                    timing,
+                    seen: &Seen::default(),
+                    cause: Some(&problem.to_string()),
+                },
+                None,
+                &mut worker.log,
+            );
             return answer(response);
         }
     };
@@ -262,18 +269,20 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> fcgi::An
         500.. => config::LogLevel::Error,
         _ => config::LogLevel::Info,
     };
-    if level <= config.log_level {
-        log::request(log::Line {
+    log::request(
+        log::Line {
             level,
             request_id: &request_id,
             method: &request.method,
             route: outcome.route,
             status: response.status,
-            started,
-            user_id: outcome.seen.user_id.as_deref(),
+            timing,
+            seen: &outcome.seen,
             cause: outcome.cause.as_deref(),
-        });
-    }
+        },
+        Some(&config),
+        &mut worker.log,
+    );
     answer(response)
 }
 

@@ -26,7 +26,7 @@ use serde_json::value::{to_raw_value, RawValue};
 
 use crate::auth::session;
 use crate::auth::tokens::AccessClaims;
-use crate::ctx::{Ctx, Env, Seen};
+use crate::ctx::{Ctx, Env, Seen, SyncFacts};
 use crate::error::ApiError;
 use crate::store::db::{self, Db, Packet, Slot};
 use crate::store::records::{self, Cursor, Pulled, Span, Upto, Write};
@@ -78,6 +78,21 @@ pub struct Synced {
     pub digests: Option<[u64; 5]>,
     /// The oldest cursor the server still accepts (section 9.5).
     pub oldest_sync_token: Option<u64>,
+}
+
+impl Synced {
+    /// The counts of this sync for the log line: records stored, pulled,
+    /// conflicts by entity and resolution, refused records by code.
+    pub fn facts(&self) -> SyncFacts {
+        let mut facts = SyncFacts {
+            pulled: self.page.len() as u64,
+            ..SyncFacts::default()
+        };
+        for (_, result) in &self.results {
+            result.count_into(&mut facts);
+        }
+        facts
+    }
 }
 
 /// An `Idempotency-Key` (contract section 9.1), checked, with what the
@@ -270,6 +285,7 @@ pub fn sync(
             oldest_sync_token: user.oldest_sync_token(),
         };
         let data = render(&synced)?;
+        seen.sync = Some(synced.facts());
 
         // The rows go by prepared statements (binary values: nothing to
         // escape here or to parse there, measured faster than literals in

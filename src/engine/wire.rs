@@ -6,6 +6,7 @@
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use crate::ctx::SyncFacts;
 use crate::store::clock;
 use crate::store::conflicts;
 use crate::store::records::Pulled;
@@ -103,6 +104,19 @@ pub struct EntityResult {
     pub applied: Vec<Applied>,
 }
 
+impl EntityResult {
+    /// Adds this entity's counts to a sync's facts for the log line.
+    pub fn count_into(&self, facts: &mut SyncFacts) {
+        facts.stored += self.synced;
+        for detail in &self.conflict_details {
+            facts.add_conflict(detail.entity_type, detail.resolution);
+        }
+        for error in &self.errors {
+            facts.add_error(error.code);
+        }
+    }
+}
+
 /// The answer of `POST /<slug>/sync`.
 #[derive(Debug, serde::Serialize)]
 pub struct PushAnswer<'a> {
@@ -136,6 +150,16 @@ impl Serialize for PullAnswer {
             map.serialize_entry("digest", digest)?;
         }
         map.end()
+    }
+}
+
+impl PullAnswer {
+    /// The counts of this page for the log line.
+    pub fn facts(&self) -> SyncFacts {
+        SyncFacts {
+            pulled: self.records.len() as u64,
+            ..SyncFacts::default()
+        }
     }
 }
 

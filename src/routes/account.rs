@@ -8,11 +8,11 @@ use serde_json::{json, Map, Value};
 use crate::auth::guessing::Account;
 use crate::auth::{password, session};
 use crate::config::Config;
-use crate::ctx::{Ctx, Seen};
+use crate::ctx::{AuthFacts, AuthFailure, AuthKind, Ctx, Seen};
 use crate::error::{ApiError, RateLimitState};
 use crate::http::{Request, Response, Spool};
 use crate::reply::{ok, ok_spooled};
-use crate::routes::auth::check_name;
+use crate::routes::auth::{check_guessing, check_name};
 use crate::routes::body::{self, Fields};
 use crate::store::db::{self, Db};
 use crate::store::records::{self, Pulled};
@@ -100,6 +100,7 @@ pub fn delete_account(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::AccountErase);
     let (opened, body, mut fields) = open_with_body(ctx, request, seen)?;
     let given = fields.string(&body, "password");
     fields.finish()?;
@@ -107,8 +108,9 @@ pub fn delete_account(
         return Err(ApiError::Internal("validated password missing".into()));
     };
     let account = Account::new(&opened.user.email, &request.remote_addr);
-    account.check(opened.db, opened.env.now_millis())?;
+    check_guessing(&account, opened.db, opened.env.now_millis(), seen)?;
     if !password::verify(&given, &opened.user.password_hash) {
+        seen.auth_failed(AuthFailure::WrongPassword);
         account.failed(opened.db, opened.env.now_millis())?;
         return Err(ApiError::field("password", "is not the account's password"));
     }

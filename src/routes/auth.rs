@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::guessing::Account;
 use crate::auth::{password, session, tokens};
-use crate::ctx::{Ctx, Env, Seen};
+use crate::ctx::{AuthFacts, AuthFailure, AuthKind, Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::reply::ok;
@@ -93,6 +93,20 @@ fn limited_credentials_body(
     body::required_object(request)
 }
 
+/// The account's guessing limit; a refusal is noted for the log line.
+pub fn check_guessing(
+    account: &Account,
+    db: &mut Db,
+    now_ms: i64,
+    seen: &mut Seen,
+) -> Result<(), ApiError> {
+    account.check(db, now_ms).inspect_err(|error| {
+        if matches!(error, ApiError::RateLimited(_)) {
+            seen.auth_failed(AuthFailure::GuessingLimit);
+        }
+    })
+}
+
 fn token_data(pair: &tokens::Pair) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("token".into(), json!(pair.access));
@@ -141,6 +155,7 @@ pub fn post_register(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::Register);
     let (db, env) = ctx.db()?;
     let body = limited_credentials_body(env, db, request, seen)?;
 
@@ -206,6 +221,7 @@ pub fn post_register(
 }
 
 pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::Login);
     let (db, env) = ctx.db()?;
     let body = limited_credentials_body(env, db, request, seen)?;
     let mut fields = Fields::new();
@@ -222,7 +238,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
         normalized.as_deref().unwrap_or(email.trim()),
         &request.remote_addr,
     );
-    account.check(db, env.now_millis())?;
+    check_guessing(&account, db, env.now_millis(), seen)?;
     let user = match normalized {
         Ok(email) => users::find_by_email(db, &email)?,
         Err(_) => None,
@@ -230,11 +246,13 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
     let user = match user {
         Some(user) if password::verify(&password, &user.password_hash) => user,
         Some(_) => {
+            seen.auth_failed(AuthFailure::WrongPassword);
             account.failed(db, env.now_millis())?;
             return Err(ApiError::InvalidCredentials);
         }
         None => {
             password::verify_dummy(&password);
+            seen.auth_failed(AuthFailure::UnknownAccount);
             account.failed(db, env.now_millis())?;
             return Err(ApiError::InvalidCredentials);
         }
@@ -272,6 +290,7 @@ pub fn post_refresh(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::Refresh);
     let (db, env) = ctx.db()?;
     let presented = tokens::bearer(request)?;
     let claims = tokens::verify_refresh(&env.config.jwt_secret, presented)?;
@@ -319,9 +338,12 @@ pub fn post_refresh(
     })?;
     match outcome {
         Refreshed::Rotated(pair) => Ok(ok(200, &token_data(&pair))),
-        Refreshed::Revoked => Err(ApiError::Unauthorized(
-            "The refresh token was already used: every session of this login is revoked",
-        )),
+        Refreshed::Revoked => {
+            seen.auth_failed(AuthFailure::TokenReuse);
+            Err(ApiError::Unauthorized(
+                "The refresh token was already used: every session of this login is revoked",
+            ))
+        }
     }
 }
 
@@ -344,6 +366,7 @@ pub fn post_logout(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::Logout);
     let (db, env, claims, _user) = open_by_address(ctx, request, seen)?;
     let body = body::json_object(request)?.unwrap_or_default();
     let mut fields = Fields::new();
@@ -384,6 +407,7 @@ pub fn post_password(
     request: &Request,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    seen.auth = AuthFacts::attempt(AuthKind::PasswordChange);
     let (db, env, claims, user) = open_by_address(ctx, request, seen)?;
     let body = body::required_object(request)?;
     let mut fields = Fields::new();
@@ -399,8 +423,9 @@ pub fn post_password(
         ));
     };
     let account = Account::new(&user.email, &request.remote_addr);
-    account.check(db, env.now_millis())?;
+    check_guessing(&account, db, env.now_millis(), seen)?;
     if !password::verify(&current, &user.password_hash) {
+        seen.auth_failed(AuthFailure::WrongPassword);
         account.failed(db, env.now_millis())?;
         return Err(ApiError::field(
             "current_password",

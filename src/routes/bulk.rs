@@ -13,7 +13,9 @@ use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::route::Route;
 use crate::routes::body;
-use crate::routes::records::{answered, device_id, idempotency_key, parse_limit, render};
+use crate::routes::records::{
+    answered, checked_device, device_id, idempotency_key, parse_limit, render,
+};
 use crate::store::clock;
 use crate::store::records::Cursor;
 use crate::sync::Entity;
@@ -23,6 +25,7 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Re
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_body(request, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
+    seen.device_id = checked_device(&device);
     let key = idempotency_key(request, Route::Bulk);
     let empty = EntityResult::default();
     let answer = engine::sync(

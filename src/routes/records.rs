@@ -85,6 +85,11 @@ pub fn render<T: serde::Serialize>(answer: &T) -> Result<Box<RawValue>, ApiError
     to_raw_value(answer).map_err(|error| ApiError::Internal(format!("render answer: {error}")))
 }
 
+/// The device for the log line, once its header passed the check.
+pub fn checked_device(device: &Result<Option<&str>, ApiError>) -> Option<String> {
+    device.as_ref().ok().copied().flatten().map(str::to_owned)
+}
+
 pub fn parse_limit(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(limit)
@@ -111,6 +116,7 @@ pub fn post_sync(
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ask = parse_push_body(request, entity, ctx.env.config, ctx.env.now_millis());
     let device = device_id(request);
+    seen.device_id = checked_device(&device);
     let key = idempotency_key(request, Route::Push(entity));
     let empty = EntityResult::default();
     let answer = engine::sync(
@@ -218,7 +224,9 @@ pub fn get_records(
     let ask = parse_pull_query(request);
     let device = device_id(request);
     let claims = session::access_claims(&ctx.env, request, seen)?;
+    seen.device_id = checked_device(&device);
     let answer = engine::pull(ctx, &claims, entity, &ask, &device, seen)?;
+    seen.sync = Some(answer.facts());
     Ok(ok(200, &answer))
 }
 

@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod flows;
+mod request_log;
 mod scenarios;
 mod smoke;
 mod support;
@@ -27,12 +28,18 @@ use support::runner::Runner;
 
 fn run_every_scenario(mode: Mode) {
     require_local_services(mode);
+    // The server writes the request log of its own, rotated every few
+    // dozen lines, so FastCGI workers holding the file open meet rotations.
+    let log = request_log::LogDir::new(mode);
+    let log_settings = log.settings();
     // Both instances start at once: each start is mostly waiting on Apache.
     let (server, database_down) = std::thread::scope(|scope| {
         let database_down = scope.spawn(move || Instance::start(mode, &["DB_PORT=1"]));
         // The flows make more auth requests from one address than the
         // default limit allows in a minute.
-        let server = Instance::start(mode, &["AUTH_RATE_LIMIT_PER_MINUTE=1000"]);
+        let mut overrides = vec!["AUTH_RATE_LIMIT_PER_MINUTE=1000"];
+        overrides.extend(log_settings.iter().map(String::as_str));
+        let server = Instance::start(mode, &overrides);
         (
             server,
             database_down
@@ -92,6 +99,10 @@ fn run_every_scenario(mode: Mode) {
     runner.run("an export of 1.2 MB arrives whole through Apache", || {
         flows::a_large_export_arrives_whole(&server)
     });
+    runner.run(
+        "every request has a whole line in LOG_FILE, read by report",
+        || request_log::every_request_has_a_whole_line(&log),
+    );
     runner.finish(&[&server, &database_down]);
 }
 

@@ -10,5 +10,6 @@ mod accounts;
 mod concurrency;
 mod convergence;
 mod exactly_once;
+mod monitor;
 mod sync;
 mod transport;

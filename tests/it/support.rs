@@ -89,6 +89,19 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("run {BIN}: {e}"))
     }
 
+    /// The binary as a command-line tool, with some variables changed.
+    pub fn cli_with(&self, overrides: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .envs(&self.env)
+            .envs(overrides.iter().copied())
+            .args(args);
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("run {BIN}: {e}"))
+    }
+
     pub fn conn(&self) -> mysql::Conn {
         let mut conn = admin();
         conn.query_drop(format!("USE `{}`", self.name))
