@@ -7,6 +7,7 @@ use crate::sync::Entity;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    OpenApi,
     Register,
     Login,
     Refresh,
@@ -31,6 +32,7 @@ impl Route {
     pub fn name(self) -> String {
         match self {
             Route::Health => "GET /health".into(),
+            Route::OpenApi => "GET /openapi.json".into(),
             Route::Register => "POST /auth/register".into(),
             Route::Login => "POST /auth/login".into(),
             Route::Refresh => "POST /auth/refresh".into(),
@@ -50,11 +52,40 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Every route the API serves, the test-only ones aside: what
+    /// `docs/openapi.json` must document (a test in `routes::openapi`
+    /// holds the two together).
+    pub fn all() -> Vec<Route> {
+        let mut all = vec![
+            Route::Health,
+            Route::OpenApi,
+            Route::Register,
+            Route::Login,
+            Route::Refresh,
+            Route::Logout,
+            Route::Password,
+            Route::AccountGet,
+            Route::AccountPatch,
+            Route::AccountDelete,
+            Route::AccountExport,
+            Route::Bulk,
+            Route::SyncStatus,
+        ];
+        for entity in Entity::ALL {
+            all.push(Route::Pull(entity));
+            all.push(Route::Push(entity));
+        }
+        all
+    }
+}
+
 /// Every method a path answers, and the route for each.
 fn routes_for(path: &str) -> Option<Vec<(&'static str, Route)>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let table = match segments.as_slice() {
         ["health"] => vec![("GET", Route::Health)],
+        ["openapi.json"] => vec![("GET", Route::OpenApi)],
         ["auth", "register"] => vec![("POST", Route::Register)],
         ["auth", "login"] => vec![("POST", Route::Login)],
         ["auth", "refresh"] => vec![("POST", Route::Refresh)],
@@ -107,6 +138,7 @@ mod tests {
     #[test]
     fn every_contract_route_parses() {
         check("GET", "/health", Ok(Route::Health));
+        check("GET", "/openapi.json", Ok(Route::OpenApi));
         check("POST", "/auth/register", Ok(Route::Register));
         check("POST", "/auth/login", Ok(Route::Login));
         check("POST", "/auth/refresh", Ok(Route::Refresh));
@@ -133,6 +165,41 @@ mod tests {
     }
 
     #[test]
+    fn all_lists_every_route_but_the_test_hooks() {
+        let all = Route::all();
+        // A new variant breaks this match: list it here and in `all()`
+        // (and document it in docs/openapi.json), or with the test hooks.
+        let listed = |route: Route| match route {
+            Route::Health
+            | Route::OpenApi
+            | Route::Register
+            | Route::Login
+            | Route::Refresh
+            | Route::Logout
+            | Route::Password
+            | Route::AccountGet
+            | Route::AccountPatch
+            | Route::AccountDelete
+            | Route::AccountExport
+            | Route::Pull(_)
+            | Route::Push(_)
+            | Route::Bulk
+            | Route::SyncStatus => true,
+            Route::TestPanic | Route::TestEcho => false,
+        };
+        for route in &all {
+            assert!(listed(*route), "{route:?}");
+            let (method, path) = route.name().split_once(' ').map_or_else(
+                || (String::new(), String::new()),
+                |(m, p)| (m.to_owned(), p.to_owned()),
+            );
+            assert_eq!(parse(&method, &path).ok(), Some(*route), "{route:?}");
+        }
+        assert_eq!(all.len(), 13 + 2 * Entity::ALL.len());
+        assert!(!all.contains(&Route::TestPanic) && !all.contains(&Route::TestEcho));
+    }
+
+    #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
         check("GET", "/nope", Err(404));
         check("GET", "", Err(404));
@@ -145,6 +212,8 @@ mod tests {
         check("PUT", "/account", Err(405));
         check("POST", "/meals", Err(405));
         check("GET", "/meals/sync", Err(405));
+        check("POST", "/openapi.json", Err(405));
+        check("GET", "/openapi.yaml", Err(404));
     }
 
     #[test]

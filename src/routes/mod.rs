@@ -8,4 +8,5 @@ pub mod auth;
 pub mod body;
 pub mod bulk;
 pub mod health;
+pub mod openapi;
 pub mod records;

@@ -9,5 +9,6 @@ mod support;
 mod accounts;
 mod concurrency;
 mod convergence;
+mod openapi;
 mod sync;
 mod transport;
