@@ -7,6 +7,11 @@
 //! must hold exactly what the server holds, and no write the server
 //! acknowledged in `applied` may have vanished without a later version.
 //!
+//! The devices run the sync algorithm that `docs/CLIENT.md` teaches the
+//! app (its section 5: the outbox, `base_version`, taking records unless a
+//! local edit waits, the cursor jump, paging, kept-both re-keying): when
+//! one changes, change the other.
+//!
 //! `HEALTHSYNC_CONVERGENCE_SEEDS=N` runs seeds 1..=N (default 5, the fewest
 //! that keep both copies of a meal and merge a conflict; about a second
 //! each), `deploy/test` runs 12 unless told otherwise and CI 40;
