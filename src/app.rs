@@ -68,6 +68,7 @@ fn check_and_dispatch(
     *route_out = Some(route);
     match route {
         Route::Health => routes::health::get_health(ctx, seen),
+        Route::OpenApi => Ok(routes::openapi::get_openapi(ctx.env.config)),
         Route::Register => routes::auth::post_register(ctx, request, seen),
         Route::Login => routes::auth::post_login(ctx, request, seen),
         Route::Refresh => routes::auth::post_refresh(ctx, request, seen),

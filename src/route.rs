@@ -7,6 +7,7 @@ use crate::sync::Entity;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    OpenApi,
     Register,
     Login,
     Refresh,
@@ -36,6 +37,7 @@ impl Route {
     pub fn name(self) -> String {
         match self {
             Route::Health => "GET /health".into(),
+            Route::OpenApi => "GET /openapi.json".into(),
             Route::Register => "POST /auth/register".into(),
             Route::Login => "POST /auth/login".into(),
             Route::Refresh => "POST /auth/refresh".into(),
@@ -58,11 +60,43 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Every route the API serves, the test-only ones aside: what
+    /// `docs/openapi.json` must document (a test in `routes::openapi`
+    /// holds the two together).
+    pub fn all() -> Vec<Route> {
+        let mut all = vec![
+            Route::Health,
+            Route::OpenApi,
+            Route::Register,
+            Route::Login,
+            Route::Refresh,
+            Route::Logout,
+            Route::Password,
+            Route::AccountGet,
+            Route::AccountPatch,
+            Route::AccountDelete,
+            Route::AccountExport,
+            Route::Bulk,
+            Route::SyncStatus,
+            Route::Conflicts,
+        ];
+        for entity in Entity::ALL {
+            all.push(Route::Pull(entity));
+            all.push(Route::Push(entity));
+            all.push(Route::Digest(entity));
+            all.push(Route::Fetch(entity));
+        }
+        all
+    }
+}
+
 /// Every method a path answers, and the route for each.
 fn routes_for(path: &str) -> Option<Vec<(&'static str, Route)>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let table = match segments.as_slice() {
         ["health"] => vec![("GET", Route::Health)],
+        ["openapi.json"] => vec![("GET", Route::OpenApi)],
         ["auth", "register"] => vec![("POST", Route::Register)],
         ["auth", "login"] => vec![("POST", Route::Login)],
         ["auth", "refresh"] => vec![("POST", Route::Refresh)],
@@ -118,6 +152,7 @@ mod tests {
     #[test]
     fn every_contract_route_parses() {
         check("GET", "/health", Ok(Route::Health));
+        check("GET", "/openapi.json", Ok(Route::OpenApi));
         check("POST", "/auth/register", Ok(Route::Register));
         check("POST", "/auth/login", Ok(Route::Login));
         check("POST", "/auth/refresh", Ok(Route::Refresh));
@@ -155,6 +190,44 @@ mod tests {
     }
 
     #[test]
+    fn all_lists_every_route_but_the_test_hooks() {
+        let all = Route::all();
+        // A new variant breaks this match: list it here and in `all()`
+        // (and document it in docs/openapi.json), or with the test hooks.
+        let listed = |route: Route| match route {
+            Route::Health
+            | Route::OpenApi
+            | Route::Register
+            | Route::Login
+            | Route::Refresh
+            | Route::Logout
+            | Route::Password
+            | Route::AccountGet
+            | Route::AccountPatch
+            | Route::AccountDelete
+            | Route::AccountExport
+            | Route::Pull(_)
+            | Route::Push(_)
+            | Route::Bulk
+            | Route::SyncStatus
+            | Route::Conflicts
+            | Route::Digest(_)
+            | Route::Fetch(_) => true,
+            Route::TestPanic | Route::TestEcho => false,
+        };
+        for route in &all {
+            assert!(listed(*route), "{route:?}");
+            let (method, path) = route.name().split_once(' ').map_or_else(
+                || (String::new(), String::new()),
+                |(m, p)| (m.to_owned(), p.to_owned()),
+            );
+            assert_eq!(parse(&method, &path).ok(), Some(*route), "{route:?}");
+        }
+        assert_eq!(all.len(), 14 + 4 * Entity::ALL.len());
+        assert!(!all.contains(&Route::TestPanic) && !all.contains(&Route::TestEcho));
+    }
+
+    #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
         check("GET", "/nope", Err(404));
         check("GET", "", Err(404));
@@ -171,6 +244,8 @@ mod tests {
         check("GET", "/meals/fetch", Err(405));
         check("POST", "/sync/conflicts", Err(405));
         check("GET", "/nope/digest", Err(404));
+        check("POST", "/openapi.json", Err(405));
+        check("GET", "/openapi.yaml", Err(404));
     }
 
     #[test]

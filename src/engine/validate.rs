@@ -159,8 +159,7 @@ fn parse_record(raw: &Value, config: &Config, now_ms: i64) -> Result<(Incoming, 
     let base_version = match object.get("base_version") {
         None | Some(Value::Null) => None,
         Some(Value::Number(number)) => Some(
-            number
-                .as_u64()
+            whole_number(number)
                 .ok_or_else(|| invalid("base_version must be a non-negative integer"))?,
         ),
         Some(_) => return Err(invalid("base_version must be a non-negative integer")),
@@ -178,6 +177,26 @@ fn parse_record(raw: &Value, config: &Config, now_ms: i64) -> Result<(Incoming, 
         },
         data_json,
     ))
+}
+
+/// A JSON number that is a non-negative integer, however it is spelled:
+/// JSON (and JSON Schema's `integer`) make `41.0` the same integer as
+/// `41`, and some encoders write whole doubles that way (Dart's
+/// `jsonEncode(41.0)`). A fraction, a negative number or one past `u64`
+/// is `None`.
+pub fn whole_number(number: &serde_json::Number) -> Option<u64> {
+    if let Some(whole) = number.as_u64() {
+        return Some(whole);
+    }
+    // 2^64 as a double: every double below it that has no fraction fits.
+    const PAST_U64: f64 = 18_446_744_073_709_551_616.0;
+    match number.as_f64() {
+        // In range and whole: the cast is exact.
+        Some(value) if (0.0..PAST_U64).contains(&value) && value.fract() == 0.0 => {
+            Some(value as u64)
+        }
+        _ => None,
+    }
 }
 
 fn timestamp(field: &str, text: &str, now_ms: i64) -> Result<i64, Refusal> {
@@ -263,6 +282,25 @@ mod tests {
         check("3f2b8c1e-1234-4abc-8def-0123456789ag", None);
         check("3f2b8c1e-12344-abc-8def-0123456789ab", None);
         check("", None);
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_however_spelled() {
+        let check = |text: &str, expected: Option<u64>| {
+            let number: serde_json::Number = serde_json::from_str(text).unwrap();
+            assert_eq!(whole_number(&number), expected, "{text}");
+        };
+        check("0", Some(0));
+        check("41", Some(41));
+        check("41.0", Some(41));
+        check("1e3", Some(1000));
+        check("18446744073709551615", Some(u64::MAX));
+        check("-0.0", Some(0));
+        check("41.5", None);
+        check("-1", None);
+        check("-1.0", None);
+        check("18446744073709551616", None);
+        check("1e20", None);
     }
 
     #[test]

@@ -91,7 +91,11 @@ pub fn parse_body(request: &Request, config: &Config, now: i64) -> Result<SyncAs
                     errors.insert(key, json!("must be RFC 3339 with an offset"));
                 }
             },
-            "limit" => match value.as_u64().map(|n| parse_limit(&n.to_string())) {
+            "limit" => match value
+                .as_number()
+                .and_then(validate::whole_number)
+                .map(|n| parse_limit(&n.to_string()))
+            {
                 Some(Ok(value)) => limit = value,
                 _ => {
                     errors.insert(

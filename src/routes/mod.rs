@@ -9,5 +9,6 @@ pub mod body;
 pub mod bulk;
 pub mod conflicts;
 pub mod health;
+pub mod openapi;
 pub mod records;
 pub mod repair;

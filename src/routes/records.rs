@@ -173,16 +173,19 @@ pub fn parse_push_body(
     })
 }
 
-/// The cursor of a pull's query: `sync_token` wins over `since`.
+/// The cursor of a pull's query: `sync_token` wins over `since`, but
+/// both must be well formed (as in a bulk body), so a client's bad
+/// `since` is never hidden by its token.
 pub fn parse_pull_query(request: &Request) -> Result<PullAsk, ApiError> {
     if let Some(defect) = &request.query_defect {
         return Err(defect.clone());
     }
     let mut errors = Map::new();
-    let mut cursor = None;
-    if let Some(token) = request.query_param("sync_token") {
-        match wire::Token::parse(token) {
-            Some(version) => cursor = Some(Cursor::AfterVersion(version)),
+    let mut token = None;
+    let mut since = None;
+    if let Some(text) = request.query_param("sync_token") {
+        match wire::Token::parse(text) {
+            Some(version) => token = Some(Cursor::AfterVersion(version)),
             None => {
                 errors.insert(
                     "sync_token".into(),
@@ -190,16 +193,18 @@ pub fn parse_pull_query(request: &Request) -> Result<PullAsk, ApiError> {
                 );
             }
         }
-    } else if let Some(since) = request.query_param("since") {
+    }
+    if let Some(text) = request.query_param("since") {
         // An offset's `+` written unencoded in a URL arrives as a space;
         // RFC 3339 has no space, so it can only have been that.
-        match clock::parse_rfc3339(&since.replace(' ', "+")) {
-            Some(millis) => cursor = Some(Cursor::ReceivedAfter(millis)),
+        match clock::parse_rfc3339(&text.replace(' ', "+")) {
+            Some(millis) => since = Some(Cursor::ReceivedAfter(millis)),
             None => {
                 errors.insert("since".into(), json!("must be RFC 3339 with an offset"));
             }
         }
     }
+    let cursor = token.or(since);
     let mut limit = engine::DEFAULT_PULL_LIMIT;
     if let Some(text) = request.query_param("limit") {
         match parse_limit(text) {

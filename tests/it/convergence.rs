@@ -15,6 +15,10 @@
 //! device's copy with one record dropped and one kept at an old version is
 //! found and repaired through the prefix digests and fetch (9.3),
 //! fetching exactly those two.
+//! The devices run the sync algorithm that `docs/CLIENT.md` teaches the
+//! app (its section 5: the outbox, `base_version`, taking records unless a
+//! local edit waits, the cursor jump, paging, kept-both re-keying): when
+//! one changes, change the other.
 //!
 //! `HEALTHSYNC_CONVERGENCE_SEEDS=N` runs seeds 1..=N (default 5, the fewest
 //! that keep both copies of a meal and merge a conflict; about a second

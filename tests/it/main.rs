@@ -11,5 +11,6 @@ mod concurrency;
 mod convergence;
 mod exactly_once;
 mod monitor;
+mod openapi;
 mod sync;
 mod transport;

@@ -1173,3 +1173,117 @@ fn the_data_quota_refuses_growth_only() {
         "the count is what is stored"
     );
 }
+
+// Found by schemathesis (deploy/api-check): JSON Schema's `integer` (and JSON itself) make
+// `1000.0` the integer 1000, and some encoders spell whole doubles that
+// way (Dart's `jsonEncode(41.0)`), but the server refused it.
+
+#[test]
+fn a_whole_number_written_with_a_fraction_is_an_integer_limit() {
+    let db = TestDb::new();
+    let user = register(&db, "whole-limit@example.com");
+    let data = db
+        .post("/api/sync/bulk", &json!({"limit": 1000.0}))
+        .token(&user.token)
+        .send()
+        .ok()
+        .clone();
+    assert_eq!(data["has_more"], false);
+    db.post("/api/sync/bulk", &json!({"limit": 1e3}))
+        .token(&user.token)
+        .send()
+        .ok();
+    for bad in [
+        json!(2.5),
+        json!(0.0),
+        json!(1001.0),
+        json!(-1.0),
+        json!("5"),
+    ] {
+        let response = db
+            .post("/api/sync/bulk", &json!({ "limit": bad }))
+            .token(&user.token)
+            .send();
+        response.expect(400, "VALIDATION_ERROR");
+        assert!(
+            response.body["error"]["details"]["limit"].is_string(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_whole_number_written_with_a_fraction_is_an_integer_base_version() {
+    let db = TestDb::new();
+    let user = register(&db, "whole-base@example.com");
+    let id = "0b6f3d2a-5c1e-4f7a-9d8b-2e4c6a8f0b1d";
+    let record = |data: Value, at: &str, base: Value| json!({"exercises": [{"id": id, "data": data, "updated_at": at, "base_version": base}]});
+    let push = |body: &Value| {
+        db.post("/api/exercises/sync", body)
+            .token(&user.token)
+            .send()
+            .ok()
+            .clone()
+    };
+    let first = push(&record(
+        json!({"v": 1}),
+        "2024-03-01T11:00:00.000Z",
+        Value::Null,
+    ));
+    assert_eq!(first["applied"], json!([{"id": id, "version": 1}]));
+    // An older timestamp with the matching base version: a plain update,
+    // which it can only be if `1.0` was read as base version 1.
+    let second = push(&record(
+        json!({"v": 2}),
+        "2024-03-01T10:00:00.000Z",
+        json!(1.0),
+    ));
+    assert_eq!(second["errors"], json!([]), "{second}");
+    assert_eq!(
+        (second["synced"].clone(), second["conflicts"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(second["applied"], json!([{"id": id, "version": 2}]));
+    let refused = push(&record(
+        json!({"v": 3}),
+        "2024-03-01T12:00:00.000Z",
+        json!(1.5),
+    ));
+    assert_eq!(
+        refused["errors"][0]["code"], "VALIDATION_ERROR",
+        "{refused}"
+    );
+    assert_eq!(refused["synced"], 0);
+}
+
+// Found by schemathesis (deploy/api-check): with a valid `sync_token`, a `since` that is not
+// RFC 3339 was ignored instead of refused, unlike a bulk's `last_sync_at`
+// beside its `sync_token`; an invalid query parameter is 400 whether or
+// not another one wins.
+#[test]
+fn a_bad_since_is_refused_even_beside_a_sync_token() {
+    let db = TestDb::new();
+    let user = register(&db, "bad-since@example.com");
+    let response = db
+        .get("/api/meals?sync_token=0&since=%C2%AF")
+        .token(&user.token)
+        .send();
+    response.expect(400, "VALIDATION_ERROR");
+    let details = &response.body["error"]["details"];
+    assert!(details["since"].is_string(), "{details}");
+    assert!(details.get("sync_token").is_none(), "{details}");
+    // Both well formed: the token wins, as before.
+    db.get("/api/meals?sync_token=0&since=2999-01-01T00:00:00Z")
+        .token(&user.token)
+        .send()
+        .ok();
+    let bulk = db
+        .post(
+            "/api/sync/bulk",
+            &json!({"sync_token": "0", "last_sync_at": "\u{af}"}),
+        )
+        .token(&user.token)
+        .send();
+    bulk.expect(400, "VALIDATION_ERROR");
+    assert!(bulk.body["error"]["details"]["last_sync_at"].is_string());
+}
