@@ -244,6 +244,8 @@ mod tests {
         ];
         for (error, status, code) in cases {
             assert_eq!((error.status(), error.code()), (status, code), "{error:?}");
+            // The CGI and FastCGI `Status:` line names it.
+            assert_ne!(crate::http::reason_phrase(status), "Unknown", "{error:?}");
         }
     }
 

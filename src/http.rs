@@ -468,7 +468,7 @@ impl Response {
     }
 }
 
-fn reason_phrase(status: u16) -> &'static str {
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
@@ -482,6 +482,7 @@ fn reason_phrase(status: u16) -> &'static str {
         410 => "Gone",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -184,7 +184,10 @@ fn a_key_reused_with_another_body_or_route_is_422_and_changes_nothing() {
 
     // The same JSON with other whitespace is another body.
     let spaced = body.replacen(':', ": ", 1);
-    keyed_push(&db, &user, "k", &spaced).expect(422, "IDEMPOTENCY_KEY_REUSED");
+    let reused = keyed_push(&db, &user, "k", &spaced);
+    // With its reason phrase, as every status the API answers has one.
+    assert_eq!(reused.header("Status"), Some("422 Unprocessable Content"));
+    reused.expect(422, "IDEMPOTENCY_KEY_REUSED");
     let other = json!({"meals": [rec(&id(2), json!({"date": "2024-03-02"}), T1)]}).to_string();
     keyed_push(&db, &user, "k", &other).expect(422, "IDEMPOTENCY_KEY_REUSED");
     // The same body on another route.
