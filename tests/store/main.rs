@@ -284,3 +284,25 @@ fn the_migration_lease_has_one_holder_until_released() {
     assert!(migrate::take_lease(&mut first, "first-holder").unwrap());
     migrate::release_lease(&mut first, "first-holder").unwrap();
 }
+
+/// The last statement of a packet failing (as a `COMMIT` that fails
+/// certification on a Galera cluster does) fails the packet: its error is
+/// never lost behind the results before it.
+#[test]
+fn a_packet_whose_last_statement_fails_is_an_error() {
+    let test = TestDb::new();
+    let mut db = test.connect();
+    let mut packet = Packet::new();
+    packet.push("SELECT 1", &[]).unwrap();
+    packet.push("DO 1", &[]).unwrap();
+    packet
+        .push("SELECT no_such_column FROM users", &[])
+        .unwrap();
+    assert!(db.run(packet).is_err());
+    let mut packet = Packet::new();
+    packet.push("DO 1", &[]).unwrap();
+    packet
+        .push("SELECT no_such_column FROM users", &[])
+        .unwrap();
+    assert!(db.run(packet).is_err());
+}
