@@ -450,7 +450,7 @@ impl Db {
     /// 26.4: with `...; COMMIT` in one multi-statement command, a push that
     /// lost certification to another node's was answered OK at `COMMIT`
     /// and its writes were gone (the other push's records held its
-    /// versions), several times in every 15 s of concurrent pushes of one
+    /// versions), in 5 of 8 runs of 10-15 s of concurrent pushes of one
     /// user through two nodes. A command of its own is answered 1213, which
     /// the transaction helper retries. Outside a transaction (the causal
     /// read, a pull's page) packets stay whole.
