@@ -302,6 +302,7 @@ fn check_database(config: &Config, report: &mut dyn FnMut(&str, String)) -> Opti
                     format!("cannot read the schema state: {}", error.cause),
                 ),
             }
+            check_cluster(&mut conn, report);
             Some(conn)
         }
     }
@@ -491,6 +492,74 @@ fn database_facts(variables: &Variables) -> (Vec<String>, Option<i64>) {
         }
     });
     (problems, last_counted)
+}
+
+/// On a Galera cluster node: the cluster's size and state, and the
+/// settings healthsync relies on (docs/SCALING.md). A single server says
+/// nothing here.
+fn check_cluster(conn: &mut db::Db, report: &mut dyn FnMut(&str, String)) {
+    let cluster = match health::cluster_state(conn) {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => return,
+        Err(error) => {
+            report(
+                "FAIL",
+                format!("cannot read the Galera cluster's state: {}", error.cause),
+            );
+            return;
+        }
+    };
+    let line = format!(
+        "Galera cluster: size {}, this node {} ({}), wsrep_ready {}, {} certification conflicts retried here",
+        cluster.size,
+        cluster.local_state,
+        cluster.status,
+        if cluster.ready { "ON" } else { "OFF" },
+        cluster.conflicts
+    );
+    if cluster.ready && cluster.status == "Primary" && cluster.local_state == "Synced" {
+        report("ok", line);
+    } else {
+        report(
+            "FAIL",
+            format!("{line}: the node must be ready, Synced and in the Primary component to serve"),
+        );
+    }
+    if cluster.size < 3 {
+        report(
+            "warn",
+            format!(
+                "the cluster has {} node(s): with fewer than 3, losing one loses the quorum",
+                cluster.size
+            ),
+        );
+    }
+    if !cluster.binlog_format.eq_ignore_ascii_case("ROW") {
+        report(
+            "FAIL",
+            format!(
+                "binlog_format is {}: Galera replicates rows only, set binlog_format=ROW",
+                cluster.binlog_format
+            ),
+        );
+    }
+    if cluster.autoinc_lock_mode != "2" {
+        report(
+            "warn",
+            format!(
+                "innodb_autoinc_lock_mode is {}: Galera needs 2 (interleaved)",
+                cluster.autoinc_lock_mode
+            ),
+        );
+    }
+    report(
+        "ok",
+        format!(
+            "rate limits count per node (MEMORY tables are not replicated): a user reaching \
+             the API through k of the {} nodes may get up to k times RATE_LIMIT_PER_MINUTE",
+            cluster.size
+        ),
+    );
 }
 
 /// A warning when the database password and every query would cross a

@@ -39,6 +39,7 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(config: &'a Config, db: &'a mut DbSlot, mode: &'static str) -> Ctx<'a> {
+        db.start_request();
         Ctx {
             env: Env {
                 config,

@@ -4,7 +4,7 @@
 //! fails the request closed (503), never open.
 
 use crate::error::{ApiError, RateLimitState};
-use crate::store::db::{Db, StoreError};
+use crate::store::db::{Db, StoreError, StoreErrorKind};
 use crate::store::ratelimit;
 
 const WINDOW_SECS: i64 = 60;
@@ -91,7 +91,15 @@ pub fn relieve(db: &mut Db, error: &StoreError, now_secs: i64) {
 }
 
 /// Whatever went wrong writing a counter, the request is refused: a limit
-/// that silently stops counting protects nothing.
+/// that silently stops counting protects nothing. A deadlock (on a Galera
+/// cluster: the request's transaction lost to another node's write while
+/// it swept the ended windows) is contention, which runs the transaction
+/// again; the hit was counted already and is not counted twice.
 fn fail_closed(error: StoreError) -> ApiError {
-    ApiError::Unavailable(format!("rate-limit counter: {}", error.cause))
+    match error.kind {
+        StoreErrorKind::Contention => {
+            ApiError::Contention(format!("rate-limit counter: {}", error.cause))
+        }
+        _ => ApiError::Unavailable(format!("rate-limit counter: {}", error.cause)),
+    }
 }

@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::db::{Db, StoreError};
+use crate::store::db::{Db, StoreError, StoreErrorKind};
 
 pub struct Migration {
     pub version: u32,
@@ -115,24 +115,107 @@ fn compare(applied: &[(u32, String)]) -> SchemaState {
     }
 }
 
+/// The lease that lets one `healthsync migrate` run at a time, cluster-wide.
+///
+/// Not `GET_LOCK`: on a Galera cluster a named lock is local to the node
+/// that took it, so two deploys migrating through two nodes would both get
+/// it. A row in an InnoDB table is one row everywhere: two nodes taking it
+/// at once conflict at certification and one of them retries and finds it
+/// taken; on a single server the row lock serializes them.
+const CREATE_LOCK_TABLE: &str = r"CREATE TABLE IF NOT EXISTS schema_migrations_lock (
+    id          TINYINT UNSIGNED NOT NULL,
+    holder      CHAR(36)     CHARACTER SET ascii NOT NULL,
+    expires_at  BIGINT       NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE=InnoDB";
+
+/// How long a lease lasts unless renewed. A migrate that dies holding it
+/// (killed, host rebooted) blocks the next one for at most this long; each
+/// applied statement renews it.
+pub const LEASE_SECONDS: i64 = 600;
+/// How long `migrate` waits for another one's lease before giving up.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the lease when it is free or expired: the row names `holder` if
+/// and only if this call got it.
+const TAKE_LEASE: &str = r"INSERT INTO schema_migrations_lock (id, holder, expires_at)
+    VALUES (1, ?, UNIX_TIMESTAMP() + ?)
+    ON DUPLICATE KEY UPDATE
+      holder = IF(expires_at < UNIX_TIMESTAMP(), VALUES(holder), holder),
+      expires_at = IF(holder = VALUES(holder), VALUES(expires_at), expires_at)";
+
+/// Takes the migration lease for `holder`, waiting up to `LEASE_WAIT`
+/// while another migrate holds it. `Ok(false)`: still held after the wait.
+pub fn take_lease(db: &mut Db, holder: &str) -> Result<bool, StoreError> {
+    let deadline = std::time::Instant::now() + LEASE_WAIT;
+    loop {
+        // A certification conflict with another node's take is a retry.
+        match db.exec_write(TAKE_LEASE, (holder, LEASE_SECONDS)) {
+            Ok(_) => {}
+            Err(error) if error.kind == StoreErrorKind::Contention => {}
+            Err(error) => return Err(error),
+        }
+        let current: Option<String> =
+            db.exec_first("SELECT holder FROM schema_migrations_lock WHERE id = 1", ())?;
+        if current.as_deref() == Some(holder) {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Extends the lease `holder` holds. `Ok(false)`: it is no longer theirs.
+pub fn renew_lease(db: &mut Db, holder: &str) -> Result<bool, StoreError> {
+    let written = db.exec_write(
+        "UPDATE schema_migrations_lock SET expires_at = UNIX_TIMESTAMP() + ? \
+         WHERE id = 1 AND holder = ?",
+        (LEASE_SECONDS, holder),
+    )?;
+    // 0 rows also when the expiry did not change within the same second.
+    let still: Option<u8> = db.exec_first(
+        "SELECT 1 FROM schema_migrations_lock WHERE id = 1 AND holder = ?",
+        (holder,),
+    )?;
+    Ok(written.affected_rows > 0 || still.is_some())
+}
+
+pub fn release_lease(db: &mut Db, holder: &str) -> Result<(), StoreError> {
+    db.exec_write(
+        "DELETE FROM schema_migrations_lock WHERE id = 1 AND holder = ?",
+        (holder,),
+    )?;
+    Ok(())
+}
+
 /// Applies every pending migration, printing one line for each through
 /// `progress`. Refuses to run when an applied migration was edited.
-/// Serialized across processes by a named lock, so two deploys racing do
-/// not both apply the same migration.
+/// Serialized across processes, and across the nodes of a cluster, by the
+/// lease in `schema_migrations_lock`, so two deploys racing do not both
+/// apply the same migration: the second waits, then finds nothing to do.
 pub fn migrate(db: &mut Db, progress: &mut dyn FnMut(&str)) -> Result<u32, String> {
     db.query_drop(CREATE_TABLE)
         .map_err(|e| format!("cannot create schema_migrations: {e}"))?;
-    let locked: Option<Option<i64>> = db
-        .query_first("SELECT GET_LOCK('healthsync_migrate', 30)")
-        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
-    if locked.flatten() != Some(1) {
-        return Err("another migration is running (lock healthsync_migrate held for 30 s)".into());
+    db.query_drop(CREATE_LOCK_TABLE)
+        .map_err(|e| format!("cannot create schema_migrations_lock: {e}"))?;
+    let holder = uuid::Uuid::new_v4().to_string();
+    let taken =
+        take_lease(db, &holder).map_err(|e| format!("cannot take the migration lease: {e}"))?;
+    if !taken {
+        return Err(format!(
+            "another migration is running (schema_migrations_lock held for {} s); \
+             if none is, it ended without releasing the lease, which expires \
+             {LEASE_SECONDS} s after it was taken or last renewed",
+            LEASE_WAIT.as_secs()
+        ));
     }
-    let result = apply_pending(db, progress).map_err(|e| match e {
+    let result = apply_pending(db, &holder, progress).map_err(|e| match e {
         Failure::Db(error) => error.cause,
         Failure::Refused(message) => message,
     });
-    let _ = db.query_drop("DO RELEASE_LOCK('healthsync_migrate')");
+    let _ = release_lease(db, &holder);
     result
 }
 
@@ -147,7 +230,11 @@ impl From<StoreError> for Failure {
     }
 }
 
-fn apply_pending(db: &mut Db, progress: &mut dyn FnMut(&str)) -> Result<u32, Failure> {
+fn apply_pending(
+    db: &mut Db,
+    holder: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u32, Failure> {
     let applied = applied(db)?;
     match compare(&applied) {
         SchemaState::Edited(label) => {
@@ -177,6 +264,14 @@ fn apply_pending(db: &mut Db, progress: &mut dyn FnMut(&str)) -> Result<u32, Fai
         // DDL commits implicitly in MySQL, so a migration is not atomic:
         // statements run one by one and a failure names the statement.
         for (index, statement) in statements(migration.sql).iter().enumerate() {
+            if !renew_lease(db, holder)? {
+                return Err(Failure::Refused(format!(
+                    "the migration lease expired before {} statement {}: \
+                     another migrate may have taken over; run `healthsync migrate` again",
+                    migration.label(),
+                    index + 1
+                )));
+            }
             db.query_drop(statement).map_err(|e| {
                 Failure::Refused(format!(
                     "{} statement {} failed: {e}",

@@ -24,6 +24,11 @@
 //! that keep both copies of a meal and merge a conflict; about a second
 //! each), `deploy/test` runs 12 unless told otherwise and CI 40;
 //! `HEALTHSYNC_CONVERGENCE_SEED=S` runs seed S alone.
+//!
+//! With `HEALTHSYNC_TEST_MYSQL_SECOND` (a URL like `HEALTHSYNC_TEST_MYSQL`:
+//! another node of the same Galera cluster, as `deploy/cluster test` sets
+//! it), the odd-numbered devices sync through that node and the others
+//! through the first: devices spread over two front ends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -345,10 +350,14 @@ impl Sim<'_> {
             Some(body) => self.db.post(path, body),
             None => self.db.get(path),
         };
-        let response = request
-            .token(&self.token)
-            .var("HTTP_X_DEVICE_ID", &name)
-            .send();
+        let mut request = request.token(&self.token).var("HTTP_X_DEVICE_ID", &name);
+        // On a cluster, every other device syncs through the second node.
+        if let Some((host, port)) = second_node().filter(|_| d % 2 == 1) {
+            request = request
+                .var("DB_HOST", host)
+                .var("DB_PORT", port.to_string());
+        }
+        let response = request.send();
         if response.status != 200 || response.body["success"] != json!(true) {
             self.fail(format!(
                 "{name}: {} {path} {}\n-> {} {}\nstderr: {}",
@@ -1174,6 +1183,14 @@ fn run_seed(db: &TestDb, seed: u64) -> Stats {
     sim.check(&user.id);
     sim.repair();
     sim.stats
+}
+
+/// The second node's host and port, from `HEALTHSYNC_TEST_MYSQL_SECOND`.
+fn second_node() -> Option<(String, u16)> {
+    let url = std::env::var("HEALTHSYNC_TEST_MYSQL_SECOND").ok()?;
+    let opts = mysql::Opts::from_url(&url)
+        .unwrap_or_else(|e| panic!("HEALTHSYNC_TEST_MYSQL_SECOND={url}: {e}"));
+    Some((opts.get_ip_or_hostname().to_string(), opts.get_tcp_port()))
 }
 
 fn seeds() -> Vec<u64> {

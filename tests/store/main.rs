@@ -319,3 +319,74 @@ fn repair_reads_cost_at_ten_and_a_hundred_thousand_records() {
         println!("{target} records: fetch of 100 ids: {ms:.1} ms");
     }
 }
+/// What a Galera cluster refuses or does not replicate: a table without a
+/// primary key, or in another engine than InnoDB. `rate_limits` is MEMORY
+/// on purpose (per-node counters, docs/SCALING.md) and the only exception.
+#[test]
+fn every_table_has_a_primary_key_and_only_rate_limits_is_not_innodb() {
+    let test = TestDb::new();
+    let mut conn = test.connect();
+    let tables: Vec<(String, String, u8)> = conn
+        .query(
+            "SELECT t.table_name, t.engine, \
+               EXISTS (SELECT 1 FROM information_schema.table_constraints c \
+                       WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name \
+                         AND c.constraint_type = 'PRIMARY KEY') \
+             FROM information_schema.tables t WHERE t.table_schema = DATABASE() \
+             ORDER BY t.table_name",
+        )
+        .unwrap();
+    assert!(tables.len() >= 10, "{tables:?}");
+    for (table, engine, has_primary_key) in &tables {
+        assert_eq!(*has_primary_key, 1, "{table} has no primary key");
+        let expected = if table == "rate_limits" {
+            "MEMORY"
+        } else {
+            "InnoDB"
+        };
+        assert_eq!(engine, expected, "{table}");
+    }
+}
+
+/// The lease that serializes `migrate`: one holder at a time, released
+/// (or expired) before the next one gets it.
+#[test]
+fn the_migration_lease_has_one_holder_until_released() {
+    let test = TestDb::new();
+    let mut first = test.connect();
+    let mut second = test.connect();
+    assert!(migrate::take_lease(&mut first, "first-holder").unwrap());
+    assert!(migrate::renew_lease(&mut first, "first-holder").unwrap());
+    assert!(!migrate::renew_lease(&mut second, "second-holder").unwrap());
+    // Expired, it is free to take: pretend it ran out.
+    first
+        .query_drop("UPDATE schema_migrations_lock SET expires_at = UNIX_TIMESTAMP() - 1")
+        .unwrap();
+    assert!(migrate::take_lease(&mut second, "second-holder").unwrap());
+    assert!(!migrate::renew_lease(&mut first, "first-holder").unwrap());
+    migrate::release_lease(&mut second, "second-holder").unwrap();
+    assert!(migrate::take_lease(&mut first, "first-holder").unwrap());
+    migrate::release_lease(&mut first, "first-holder").unwrap();
+}
+
+/// The last statement of a packet failing (as a `COMMIT` that fails
+/// certification on a Galera cluster does) fails the packet: its error is
+/// never lost behind the results before it.
+#[test]
+fn a_packet_whose_last_statement_fails_is_an_error() {
+    let test = TestDb::new();
+    let mut db = test.connect();
+    let mut packet = Packet::new();
+    packet.push("SELECT 1", &[]).unwrap();
+    packet.push("DO 1", &[]).unwrap();
+    packet
+        .push("SELECT no_such_column FROM users", &[])
+        .unwrap();
+    assert!(db.run(packet).is_err());
+    let mut packet = Packet::new();
+    packet.push("DO 1", &[]).unwrap();
+    packet
+        .push("SELECT no_such_column FROM users", &[])
+        .unwrap();
+    assert!(db.run(packet).is_err());
+}
