@@ -128,6 +128,35 @@ pub fn open<'c, 'a>(
     })
 }
 
+/// The one round trip of a read-only sync route (digest, fetch, the
+/// conflict log): the route's statement, when its input parsed, goes
+/// first in the packet with the opening after it. Then the contract's
+/// order: 401, 429, the input's own refusal, `SYNC_DISABLED`. Answers the
+/// results and the route statement's slot.
+pub fn read_for_sync<Input>(
+    ctx: &mut Ctx,
+    claims: &tokens::AccessClaims,
+    seen: &mut Seen,
+    input: &Result<Input, ApiError>,
+    push: impl FnOnce(&mut Packet, &Input) -> Result<Slot, StoreError>,
+) -> Result<(Sets, Slot), ApiError> {
+    let (db, env) = ctx.db()?;
+    let mut packet = Packet::new();
+    let slot = match input {
+        Ok(input) => Some(push(&mut packet, input)?),
+        Err(_) => None,
+    };
+    let opening = push_open(&mut packet, env, claims, Lock::None, true)?;
+    let mut sets = run_opening(db, env, packet)?;
+    let user = finish_open(db, &mut sets, opening, claims, seen)?;
+    input.as_ref().map_err(Clone::clone)?;
+    if !user.sync_enabled {
+        return Err(ApiError::SyncDisabled);
+    }
+    let slot = slot.ok_or_else(|| ApiError::Internal("route statement missing".into()))?;
+    Ok((sets, slot))
+}
+
 /// An authenticated, counted request: its connection, facts, token and
 /// user.
 pub struct Opened<'c, 'a> {

@@ -12,8 +12,6 @@ use crate::http::{Request, Response};
 use crate::reply::ok;
 use crate::routes::records::parse_limit;
 use crate::store::conflicts;
-use crate::store::db::Packet;
-use crate::store::users::Lock;
 
 /// `after` (a `seq`, 0 before the first) and `limit`.
 pub fn parse_query(request: &Request) -> Result<(u64, usize), ApiError> {
@@ -52,28 +50,12 @@ pub fn get_conflicts(
 ) -> Result<Response, ApiError> {
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let query = parse_query(request);
-    let (db, env) = ctx.db()?;
-    let mut packet = Packet::new();
-    let slot = match query {
-        Ok((after, limit)) => Some(conflicts::push_page(
-            &mut packet,
-            &claims.user_id,
-            after,
-            limit,
-        )?),
-        Err(_) => None,
-    };
-    let opening = session::push_open(&mut packet, env, &claims, Lock::None, true)?;
-    let mut sets = session::run_opening(db, env, packet)?;
-    let user = session::finish_open(db, &mut sets, opening, &claims, seen)?;
+    let (mut sets, slot) =
+        session::read_for_sync(ctx, &claims, seen, &query, |packet, (after, limit)| {
+            conflicts::push_page(packet, &claims.user_id, *after, *limit)
+        })?;
     let (after, limit) = query?;
-    if !user.sync_enabled {
-        return Err(ApiError::SyncDisabled);
-    }
-    let (entries, has_more) = match slot {
-        Some(slot) => conflicts::read_page(&mut sets, slot, limit)?,
-        None => (Vec::new(), false),
-    };
+    let (entries, has_more) = conflicts::read_page(&mut sets, slot, limit)?;
     let next_after = entries.last().map_or(after, |entry| entry.seq);
     Ok(ok(
         200,

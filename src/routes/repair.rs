@@ -17,9 +17,7 @@ use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::reply::ok;
 use crate::routes::body;
-use crate::store::db::Packet;
 use crate::store::repair;
-use crate::store::users::Lock;
 use crate::sync::Entity;
 
 /// Hex digits a prefix may have: an id's first group, which has no hyphen.
@@ -53,28 +51,12 @@ pub fn get_digest(
 ) -> Result<Response, ApiError> {
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let prefix = parse_prefix(request);
-    let (db, env) = ctx.db()?;
-    let mut packet = Packet::new();
-    let slot = match &prefix {
-        Ok(prefix) => Some(repair::push_prefix_digest(
-            &mut packet,
-            &claims.user_id,
-            entity,
-            prefix,
-        )?),
-        Err(_) => None,
-    };
-    let opening = session::push_open(&mut packet, env, &claims, Lock::None, true)?;
-    let mut sets = session::run_opening(db, env, packet)?;
-    let user = session::finish_open(db, &mut sets, opening, &claims, seen)?;
+    let (mut sets, slot) =
+        session::read_for_sync(ctx, &claims, seen, &prefix, |packet, prefix| {
+            repair::push_prefix_digest(packet, &claims.user_id, entity, prefix)
+        })?;
     let prefix = prefix?;
-    if !user.sync_enabled {
-        return Err(ApiError::SyncDisabled);
-    }
-    let found = match slot {
-        Some(slot) => repair::read_prefix_digest(&mut sets, slot)?,
-        None => None,
-    };
+    let found = repair::read_prefix_digest(&mut sets, slot)?;
     let found = found.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
     Ok(ok(200, &wire::PrefixAnswer { prefix, found }))
 }
@@ -117,31 +99,12 @@ pub fn post_fetch(
     // The token before the body (contract section 7, v2).
     let claims = session::access_claims(&ctx.env, request, seen)?;
     let ids = parse_fetch_body(request);
-    let (db, env) = ctx.db()?;
-    let mut packet = Packet::new();
-    let slot = match &ids {
-        Ok(ids) => {
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            Some(repair::push_fetch(
-                &mut packet,
-                &claims.user_id,
-                entity,
-                &ids,
-            )?)
-        }
-        Err(_) => None,
-    };
-    let opening = session::push_open(&mut packet, env, &claims, Lock::None, true)?;
-    let mut sets = session::run_opening(db, env, packet)?;
-    let user = session::finish_open(db, &mut sets, opening, &claims, seen)?;
+    let (mut sets, slot) = session::read_for_sync(ctx, &claims, seen, &ids, |packet, ids| {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        repair::push_fetch(packet, &claims.user_id, entity, &ids)
+    })?;
     let ids = ids?;
-    if !user.sync_enabled {
-        return Err(ApiError::SyncDisabled);
-    }
-    let (mut rows, position) = match slot {
-        Some(slot) => repair::read_fetch(&mut sets, slot, entity)?,
-        None => (Vec::new(), None),
-    };
+    let (mut rows, position) = repair::read_fetch(&mut sets, slot, entity)?;
     let position = position.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
     // In the order asked.
     rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
