@@ -50,7 +50,7 @@ pub fn push_open(
         )?),
         false => None,
     };
-    let user = users::push_find_by_id(packet, &claims.user_id, claims.sid.as_deref(), lock)?;
+    let user = users::push_find_by_id(packet, &claims.user_id, lock)?;
     Ok(Opening {
         user,
         hit,
@@ -92,7 +92,11 @@ pub fn finish_open(
 /// out or revoked for reuse.
 pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<User, ApiError> {
     let user = user.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
-    if user.token_version != claims.token_version || user.login_revoked {
+    let login_revoked = claims
+        .sid
+        .as_deref()
+        .is_some_and(|login| user.revoked_logins.contains(login));
+    if user.token_version != claims.token_version || login_revoked {
         return Err(ApiError::Unauthorized("The token has been revoked"));
     }
     Ok(user)
@@ -100,10 +104,7 @@ pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<U
 
 /// Reads (and optionally locks) the token's user on its own.
 pub fn load_user(db: &mut Db, claims: &tokens::AccessClaims, lock: Lock) -> Result<User, ApiError> {
-    check_user(
-        users::find_by_id(db, &claims.user_id, claims.sid.as_deref(), lock)?,
-        claims,
-    )
+    check_user(users::find_by_id(db, &claims.user_id, lock)?, claims)
 }
 
 /// The opening of a read-only authenticated route in one round trip: the

@@ -15,6 +15,10 @@ pub const ACCESS_TTL_SECS: i64 = 3600;
 pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
 /// Clock difference tolerated on `exp` and `nbf` (the crate's default is 60).
 pub const LEEWAY_SECS: u64 = 30;
+/// How long a revoked login stays on the user row's list: every access
+/// token of it has expired by then (an hour and the leeway), with room
+/// for front ends whose clocks differ.
+pub const REVOKED_LOGIN_KEEP_SECS: i64 = 2 * ACCESS_TTL_SECS;
 
 const ACCESS: &str = "access";
 const REFRESH: &str = "refresh";

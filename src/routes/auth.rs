@@ -265,7 +265,7 @@ pub fn post_login(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<R
         // Under the user's row, shared: a login racing the account's
         // erasure either lands before it (and is erased with it) or finds
         // no account, never leaving a token of an erased user behind.
-        users::find_by_id(tx, &user.id, None, Lock::Share)?
+        users::find_by_id(tx, &user.id, Lock::Share)?
             .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         token_rows::delete_expired(tx, &user.id, now)?;
         Ok::<(), ApiError>(store_refresh(tx, &user.id, &family_id, &pair, now)?)
@@ -305,7 +305,7 @@ pub fn post_refresh(
         // The user row first, as pushes, logout and password changes take
         // it: a rotation and a revocation of one family never interleave,
         // so a revocation cannot miss the token a rotation inserts.
-        let user = users::find_by_id(tx, &claims.user_id, None, Lock::Update)?
+        let user = users::find_by_id(tx, &claims.user_id, Lock::Update)?
             .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
         if user.token_version != claims.token_version {
             return Err(ApiError::Unauthorized("The refresh token has been revoked"));
@@ -329,7 +329,7 @@ pub fn post_refresh(
                 token_rows::mark_grace_used(tx, &claims.user_id, &hash)?
             }
             Some(_) => {
-                token_rows::revoke_family(tx, &claims.user_id, &stored.family_id, now)?;
+                revoke_login(tx, &user, &stored.family_id, now)?;
                 return Ok(Refreshed::Revoked);
             }
         }
@@ -345,6 +345,13 @@ pub fn post_refresh(
             ))
         }
     }
+}
+
+/// Revokes a login (refresh-token family) with its access tokens, under
+/// the user-row lock the caller took.
+fn revoke_login(tx: &mut Db, user: &User, family_id: &str, now: i64) -> Result<(), StoreError> {
+    let forget_before = now.div_euclid(1000) - tokens::REVOKED_LOGIN_KEEP_SECS;
+    token_rows::revoke_family(tx, user, family_id, now, forget_before)
 }
 
 /// The opening of the `/auth/*` routes that take an access token: the
@@ -378,22 +385,18 @@ pub fn post_logout(
             let hash = tokens::hash(&refresh_token);
             db::transaction(db, |tx, _attempt| {
                 // The user row first, as a rotation takes it.
-                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
+                let user = users::find_by_id(tx, &claims.user_id, Lock::Update)?
+                    .ok_or(ApiError::Unauthorized("The account no longer exists"))?;
                 let stored = token_rows::lock(tx, &claims.user_id, &hash)?.ok_or_else(|| {
                     ApiError::field("refresh_token", "is not a refresh token of this account")
                 })?;
-                Ok::<(), ApiError>(token_rows::revoke_family(
-                    tx,
-                    &claims.user_id,
-                    &stored.family_id,
-                    now,
-                )?)
+                Ok::<(), ApiError>(revoke_login(tx, &user, &stored.family_id, now)?)
             })?;
             Ok(ok(200, &json!({"logged_out": "session"})))
         }
         None => {
             db::transaction(db, |tx, _attempt| {
-                users::find_by_id(tx, &claims.user_id, None, Lock::Update)?;
+                users::find_by_id(tx, &claims.user_id, Lock::Update)?;
                 users::bump_token_version(tx, &claims.user_id, now)?;
                 token_rows::delete_all(tx, &claims.user_id)
             })?;

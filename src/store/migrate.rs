@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "exactly_once",
         sql: include_str!("../../sql/0003_exactly_once.sql"),
     },
+    Migration {
+        version: 4,
+        name: "revoked_logins",
+        sql: include_str!("../../sql/0004_revoked_logins.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

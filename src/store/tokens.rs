@@ -5,6 +5,7 @@ use mysql::{params, Row, Value};
 
 use crate::store::clock;
 use crate::store::db::{Db, StoreError};
+use crate::store::users::{self, User};
 
 pub struct NewToken<'a> {
     pub user_id: &'a str,
@@ -113,18 +114,26 @@ pub fn mark_grace_used(db: &mut Db, user_id: &str, hash: &[u8; 32]) -> Result<()
     Ok(())
 }
 
+/// Revokes a login: its refresh tokens, and its access tokens through
+/// the user row's list of revoked logins (the caller holds the user-row
+/// lock and read `user` under it). Entries revoked before
+/// `forget_before_secs` leave the list: their access tokens have expired.
 pub fn revoke_family(
     db: &mut Db,
-    user_id: &str,
+    user: &User,
     family_id: &str,
     now: i64,
+    forget_before_secs: i64,
 ) -> Result<(), StoreError> {
     db.exec_write(
         r"UPDATE refresh_tokens SET revoked_at = ?
           WHERE user_id = ? AND family_id = ? AND revoked_at IS NULL",
-        (clock::to_sql(now), user_id, family_id),
+        (clock::to_sql(now), &user.id, family_id),
     )?;
-    Ok(())
+    let logins = user
+        .revoked_logins
+        .with(family_id, now.div_euclid(1000), forget_before_secs);
+    users::set_revoked_logins(db, &user.id, &logins)
 }
 
 /// Deletes every refresh token of the user (logout everywhere, password

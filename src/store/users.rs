@@ -32,9 +32,9 @@ pub struct User {
     pub entity_versions: [u64; 5],
     /// The last `seq` of the user's conflict log.
     pub conflict_seq: u64,
-    /// The login the request's token names has been revoked (its refresh
-    /// family): read with the user, only when a login was named.
-    pub login_revoked: bool,
+    /// Logins (refresh-token families) revoked recently enough that an
+    /// access token of theirs may not have expired yet.
+    pub revoked_logins: RevokedLogins,
 }
 
 const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabled, \
@@ -42,7 +42,7 @@ const COLUMNS: &str = "id, email, name, password_hash, token_version, sync_enabl
      record_count, data_bytes, \
      health_metrics_digest, medications_digest, meals_digest, exercises_digest, meal_plans_digest, \
      health_metrics_version, medications_version, meals_version, exercises_version, meal_plans_version, \
-     conflict_seq";
+     conflict_seq, revoked_logins";
 
 /// The column of an entity's digest and of the highest version written
 /// to it (named from `Entity::table()`, never from input).
@@ -95,8 +95,81 @@ fn from_row(mut row: Row) -> Result<User, StoreError> {
         digests,
         entity_versions,
         conflict_seq: take_u64(&mut row, 23)?,
-        login_revoked: row.take_opt::<u64, _>(24).and_then(Result::ok).unwrap_or(0) != 0,
+        revoked_logins: RevokedLogins::parse(
+            &row.take_opt::<Option<String>, _>(24)
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or_default(),
+        ),
     })
+}
+
+/// `users.revoked_logins`: the logins (refresh-token families) revoked
+/// while an access token of theirs could still be unexpired, as
+/// `family@unix_seconds` entries separated by spaces (NULL for none). The
+/// user row is read by every authenticated request, so refusing a revoked
+/// login's access tokens costs no statement of its own; the list stays
+/// short because an entry is dropped once every access token of its login
+/// has expired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokedLogins(Vec<(String, i64)>);
+
+impl RevokedLogins {
+    /// Reads the column. An entry whose time does not parse is kept for
+    /// good: refusing a login too long is safe, forgetting it is not.
+    pub fn parse(text: &str) -> RevokedLogins {
+        RevokedLogins(
+            text.split_ascii_whitespace()
+                .map(|entry| match entry.rsplit_once('@') {
+                    Some((family, secs)) => {
+                        (family.to_owned(), secs.parse::<i64>().unwrap_or(i64::MAX))
+                    }
+                    None => (entry.to_owned(), i64::MAX),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn contains(&self, family: &str) -> bool {
+        self.0.iter().any(|(revoked, _)| revoked == family)
+    }
+
+    /// The list with `family` revoked at `now_secs`, less the entries
+    /// revoked before `forget_before_secs`.
+    pub fn with(&self, family: &str, now_secs: i64, forget_before_secs: i64) -> RevokedLogins {
+        let mut kept: Vec<(String, i64)> = self
+            .0
+            .iter()
+            .filter(|(revoked, at)| *at >= forget_before_secs && revoked != family)
+            .cloned()
+            .collect();
+        kept.push((family.to_owned(), now_secs));
+        RevokedLogins(kept)
+    }
+
+    /// The column's value: `None` (NULL) for an empty list.
+    pub fn to_column(&self) -> Option<String> {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .map(|(family, at)| format!("{family}@{at}"))
+            .collect();
+        (!entries.is_empty()).then(|| entries.join(" "))
+    }
+}
+
+/// Stores the user's revoked logins (under the user-row lock the caller
+/// holds, so no revocation overwrites another).
+pub fn set_revoked_logins(
+    db: &mut Db,
+    user_id: &str,
+    logins: &RevokedLogins,
+) -> Result<(), StoreError> {
+    db.exec_write(
+        "UPDATE users SET revoked_logins = ? WHERE id = ?",
+        (logins.to_column(), user_id),
+    )?;
+    Ok(())
 }
 
 impl User {
@@ -131,54 +204,25 @@ pub enum Lock {
     Update,
 }
 
-/// The user by id and, when a login (refresh-token family) is named,
-/// whether it has been revoked: one index probe more in the same
-/// statement, so refusing a revoked login's access tokens costs no round
-/// trip. Parameters: the family (if named), then the id.
-fn select_by_id(lock: Lock, login: Option<&str>) -> (String, Vec<Value>) {
+/// The user by id, with its revoked logins: refusing a revoked login's
+/// access tokens needs no statement of its own.
+fn select_by_id(lock: Lock) -> String {
     let suffix = match lock {
         Lock::None => "",
         Lock::Share => " LOCK IN SHARE MODE",
         Lock::Update => " FOR UPDATE",
     };
-    match login {
-        None => (
-            format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}"),
-            Vec::new(),
-        ),
-        Some(family) => (
-            format!(
-                "SELECT {COLUMNS}, EXISTS(SELECT 1 FROM refresh_tokens t \
-                 WHERE t.user_id = users.id AND t.family_id = ? AND t.revoked_at IS NOT NULL) \
-                 FROM users WHERE id = ?{suffix}"
-            ),
-            vec![Value::from(family)],
-        ),
-    }
+    format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}")
 }
 
-pub fn find_by_id(
-    db: &mut Db,
-    id: &str,
-    login: Option<&str>,
-    lock: Lock,
-) -> Result<Option<User>, StoreError> {
-    let (sql, mut params) = select_by_id(lock, login);
-    params.push(Value::from(id));
-    let row: Option<Row> = db.exec_first(&sql, params)?;
+pub fn find_by_id(db: &mut Db, id: &str, lock: Lock) -> Result<Option<User>, StoreError> {
+    let row: Option<Row> = db.exec_first(&select_by_id(lock), (id,))?;
     row.map(from_row).transpose()
 }
 
 /// The same read, as a statement of a larger packet.
-pub fn push_find_by_id(
-    packet: &mut Packet,
-    id: &str,
-    login: Option<&str>,
-    lock: Lock,
-) -> Result<Slot, StoreError> {
-    let (sql, mut params) = select_by_id(lock, login);
-    params.push(Value::from(id));
-    packet.push(&sql, &params)
+pub fn push_find_by_id(packet: &mut Packet, id: &str, lock: Lock) -> Result<Slot, StoreError> {
+    packet.push(&select_by_id(lock), &[Value::from(id)])
 }
 
 pub fn read_user(sets: &mut Sets, slot: Slot) -> Result<Option<User>, StoreError> {
@@ -236,7 +280,8 @@ pub fn set_password(
     now: i64,
 ) -> Result<Option<u32>, StoreError> {
     db.exec_write(
-        r"UPDATE users SET password_hash = ?, token_version = token_version + 1, updated_at = ?
+        r"UPDATE users SET password_hash = ?, token_version = token_version + 1,
+              revoked_logins = NULL, updated_at = ?
           WHERE id = ?",
         (password_hash, clock::to_sql(now), id),
     )?;
@@ -246,7 +291,8 @@ pub fn set_password(
 /// Refuses every token issued so far (logout everywhere).
 pub fn bump_token_version(db: &mut Db, id: &str, now: i64) -> Result<Option<u32>, StoreError> {
     db.exec_write(
-        "UPDATE users SET token_version = token_version + 1, updated_at = ? WHERE id = ?",
+        "UPDATE users SET token_version = token_version + 1, revoked_logins = NULL, updated_at = ? \
+         WHERE id = ?",
         (clock::to_sql(now), id),
     )?;
     current_token_version(db, id)
@@ -335,4 +381,46 @@ pub fn count_export(
         (since, count + 1, user_id),
     )?;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RevokedLogins;
+
+    #[test]
+    fn a_revoked_login_is_found_until_a_later_revocation_forgets_it() {
+        let list = RevokedLogins::default().with("fam-a", 1_000, 0);
+        assert!(list.contains("fam-a"));
+        assert!(!list.contains("fam-b"));
+        let list = list.with("fam-b", 5_000, 2_000);
+        assert!(!list.contains("fam-a"), "revoked before the cut: forgotten");
+        assert!(list.contains("fam-b"));
+        let list = list.with("fam-c", 6_000, 5_000);
+        assert!(list.contains("fam-b"), "revoked at the cut: kept");
+        assert_eq!(list.to_column().as_deref(), Some("fam-b@5000 fam-c@6000"));
+    }
+
+    #[test]
+    fn the_column_reads_back_as_written_and_null_is_empty() {
+        let list = RevokedLogins::default()
+            .with("fam-a", 10, 0)
+            .with("fam-a", 20, 0);
+        assert_eq!(
+            list.to_column().as_deref(),
+            Some("fam-a@20"),
+            "one entry each"
+        );
+        assert_eq!(
+            RevokedLogins::parse(&list.to_column().unwrap_or_default()),
+            list
+        );
+        assert_eq!(RevokedLogins::parse("").to_column(), None);
+    }
+
+    #[test]
+    fn an_entry_without_a_readable_time_is_refused_for_good() {
+        let list = RevokedLogins::parse("fam-a@soon fam-b");
+        let later = list.with("fam-c", i64::MAX - 1, i64::MAX - 1);
+        assert!(later.contains("fam-a") && later.contains("fam-b"));
+    }
 }

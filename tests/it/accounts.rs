@@ -459,6 +459,54 @@ fn logout_naming_a_refresh_token_refuses_that_logins_access_tokens() {
     db.get("/api/meals").token(other_access).send().ok();
 }
 
+fn login(db: &TestDb, user: &User) -> Value {
+    db.post(
+        "/api/auth/login",
+        &json!({"email": user.email, "password": user.password}),
+    )
+    .send()
+    .ok()
+    .clone()
+}
+
+/// A revoked login stays refused when another is revoked after it, and a
+/// database migrated from before the user row kept revoked logins still
+/// refuses the access tokens of a login revoked before the migration.
+#[test]
+fn revoked_logins_stay_refused_across_revocations_and_the_migration() {
+    let db = TestDb::new();
+    let user = register(&db, "twice@example.com");
+    let second = login(&db, &user);
+    let keeper = login(&db, &user);
+    let keeper_access = keeper["token"].as_str().unwrap_or_default();
+    let second_access = second["token"].as_str().unwrap_or_default();
+    for refresh in [
+        user.refresh.as_str(),
+        second["refresh_token"].as_str().unwrap_or_default(),
+    ] {
+        db.post("/api/auth/logout", &json!({"refresh_token": refresh}))
+            .token(keeper_access)
+            .send()
+            .ok();
+    }
+    let refused = |db: &TestDb| {
+        for token in [user.token.as_str(), second_access] {
+            db.get("/api/meals")
+                .token(token)
+                .send()
+                .expect(401, "UNAUTHORIZED");
+        }
+        db.get("/api/meals").token(keeper_access).send().ok();
+    };
+    refused(&db);
+    // Back to a database before 0004, the revocations in refresh_tokens.
+    db.exec("ALTER TABLE users DROP COLUMN revoked_logins");
+    db.exec("DELETE FROM schema_migrations WHERE version = 4");
+    let output = db.cli(&["migrate"]);
+    assert!(output.status.success(), "{output:?}");
+    refused(&db);
+}
+
 /// Revocation and rotation of one family take the user row first, so a
 /// logout cannot miss the token a concurrent refresh inserts: whatever
 /// the order, once both have answered, nothing of that family works.

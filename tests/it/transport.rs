@@ -12,7 +12,7 @@ fn health_reports_database_schema_and_limits() {
     let data = response.ok();
     assert_eq!(data["status"], "ok");
     assert_eq!(data["database"], "ok");
-    assert_eq!(data["schema_version"], 3);
+    assert_eq!(data["schema_version"], 4);
     assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         data["limits"],
@@ -349,7 +349,8 @@ fn migrate_on_an_empty_database_prints_each_migration() {
     assert!(stdout.contains("applying 0001_initial"), "{stdout}");
     assert!(stdout.contains("applying 0002_v2_security"), "{stdout}");
     assert!(stdout.contains("applying 0003_exactly_once"), "{stdout}");
-    assert!(stdout.contains("3 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("applying 0004_revoked_logins"), "{stdout}");
+    assert!(stdout.contains("4 migration(s) applied"), "{stdout}");
     db.get("/api/health").send().ok();
 }
 

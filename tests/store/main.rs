@@ -197,8 +197,7 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
         db.run(packet).map(|_| ())
     });
     assert_eq!(result.map_err(|e| e.kind), Err(StoreErrorKind::Broken));
-    let found =
-        users::find_by_id(&mut db, &user, None, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    let found = users::find_by_id(&mut db, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found.map(|u| u.change_counter), Some(0));
 
     let result = db::transaction(&mut db, |db, _attempt| {
@@ -210,8 +209,7 @@ fn a_committing_packet_stores_everything_and_a_failing_one_nothing() {
     assert_eq!(result, Ok(()));
     assert!(!db.in_transaction());
     let mut other = test.connect();
-    let found =
-        users::find_by_id(&mut other, &user, None, Lock::None).unwrap_or_else(|e| panic!("{e}"));
+    let found = users::find_by_id(&mut other, &user, Lock::None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found.map(|u| u.change_counter), Some(7));
 }
 
@@ -223,17 +221,17 @@ fn the_user_row_lock_holds_back_a_second_writer_until_its_wait_runs_out() {
     let mut waiter = test.connect();
     let user = new_user(&mut holder);
     holder.begin();
-    let locked = users::find_by_id(&mut holder, &user, None, Lock::Update);
+    let locked = users::find_by_id(&mut holder, &user, Lock::Update);
     assert!(matches!(locked, Ok(Some(_))));
     waiter.begin();
-    let blocked = users::find_by_id(&mut waiter, &user, None, Lock::Update);
+    let blocked = users::find_by_id(&mut waiter, &user, Lock::Update);
     assert_eq!(
         blocked.map_err(|e| e.kind).err(),
         Some(StoreErrorKind::Contention)
     );
     let _ = waiter.rollback();
     // A reader without a lock is not held back.
-    let read = users::find_by_id(&mut waiter, &user, None, Lock::None);
+    let read = users::find_by_id(&mut waiter, &user, Lock::None);
     assert!(matches!(read, Ok(Some(_))));
     let _ = holder.rollback();
 }
