@@ -140,7 +140,7 @@ pub fn push_fetch(
     let placeholders = vec!["?"; ids.len()].join(",");
     let sql = format!(
         "(SELECT 1 AS part, id, data, updated_at, deleted_at, version \
-           FROM {} WHERE user_id = ? AND id IN ({placeholders})) \
+           FROM {} FORCE INDEX (PRIMARY) WHERE user_id = ? AND id IN ({placeholders})) \
          UNION ALL \
          (SELECT 0, NULL, NULL, NULL, NULL, change_counter FROM users WHERE id = ?)",
         entity.table()
