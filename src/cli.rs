@@ -100,26 +100,30 @@ pub fn load_config() -> Result<Config, String> {
     config::parse(&gather_variables()?).map_err(|e| e.to_string())
 }
 
+/// The configuration and a connection for a maintenance command, or the
+/// reason there is none, printed with the command's name.
+fn config_and_connection(command: &str) -> Result<(Config, db::Db), ExitCode> {
+    let config = load_config().map_err(|problem| {
+        eprintln!("healthsync {command}: {problem}");
+        ExitCode::from(1)
+    })?;
+    let conn = db::connect(&config.db).map_err(|error| {
+        eprintln!(
+            "healthsync {command}: cannot reach MySQL at {}:{} ({}){}",
+            config.db.host,
+            config.db.port,
+            error.cause,
+            connect_hint(&config.db, &error)
+        );
+        ExitCode::from(1)
+    })?;
+    Ok((config, conn))
+}
+
 fn run_migrate() -> ExitCode {
-    let config = match load_config() {
-        Ok(config) => config,
-        Err(problem) => {
-            eprintln!("healthsync migrate: {problem}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut conn = match db::connect(&config.db) {
-        Ok(conn) => conn,
-        Err(error) => {
-            eprintln!(
-                "healthsync migrate: cannot reach MySQL at {}:{} ({}){}",
-                config.db.host,
-                config.db.port,
-                error.cause,
-                connect_hint(&config.db, &error)
-            );
-            return ExitCode::from(1);
-        }
+    let mut conn = match config_and_connection("migrate") {
+        Ok((_, conn)) => conn,
+        Err(code) => return code,
     };
     let mut progress = |line: &str| println!("{line}");
     match migrate::migrate(&mut conn, &mut progress) {
@@ -339,15 +343,7 @@ fn check_log_file(config: &Config, report: &mut dyn FnMut(&str, String)) {
             ),
         ),
     }
-    if looks_like_web_root(path) {
-        report(
-            "warn",
-            format!(
-                "{} looks like it is inside a web root: move it out",
-                path.display()
-            ),
-        );
-    }
+    warn_if_in_web_root(path, report);
 }
 
 /// `healthsync report`: exit 0 with the report (or, with `--alert`, with
@@ -612,16 +608,21 @@ fn check_env_file(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) 
                     format!("{} is private (mode {mode:o})", path.display()),
                 );
             }
-            if looks_like_web_root(path) {
-                report(
-                    "warn",
-                    format!(
-                        "{} looks like it is inside a web root: move it out",
-                        path.display()
-                    ),
-                );
-            }
+            warn_if_in_web_root(path, report);
         }
+    }
+}
+
+/// Warns of a private file the web server may serve.
+fn warn_if_in_web_root(path: &std::path::Path, report: &mut dyn FnMut(&str, String)) {
+    if looks_like_web_root(path) {
+        report(
+            "warn",
+            format!(
+                "{} looks like it is inside a web root: move it out",
+                path.display()
+            ),
+        );
     }
 }
 
@@ -648,23 +649,9 @@ fn check_secret(secret: &[u8], report: &mut dyn FnMut(&str, String)) {
 }
 
 fn run_purge() -> ExitCode {
-    let config = match load_config() {
-        Ok(config) => config,
-        Err(problem) => {
-            eprintln!("healthsync purge: {problem}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut conn = match db::connect(&config.db) {
-        Ok(conn) => conn,
-        Err(error) => {
-            eprintln!(
-                "healthsync purge: cannot reach MySQL ({}){}",
-                error.cause,
-                connect_hint(&config.db, &error)
-            );
-            return ExitCode::from(1);
-        }
+    let (config, mut conn) = match config_and_connection("purge") {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let now = clock::to_millis(time::OffsetDateTime::now_utc());
     let cutoff = now - i64::from(config.tombstone_days) * 24 * 3600 * 1000;

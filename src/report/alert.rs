@@ -203,6 +203,11 @@ mod tests {
     }
 
     /// 100 healthy requests over 100 seconds: 60 pulls, 40 pushes.
+    /// `check` with the facts of a healthy setup.
+    fn check_healthy(entries: &[Entry], expected: &[&str]) {
+        check(entries, &healthy_facts(), expected);
+    }
+
     fn healthy() -> Vec<Entry> {
         (0..100)
             .map(|i| match i % 5 {
@@ -232,13 +237,13 @@ mod tests {
 
     #[test]
     fn a_healthy_window_is_silent() {
-        check(&healthy(), &healthy_facts(), &[]);
+        check_healthy(&healthy(), &[]);
         // Too few requests make no rate and no p95.
         let few = vec![
             entry(0, "GET /meals", 503, 5000.0),
             entry(1, "GET /meals", 200, 5000.0),
         ];
-        check(&few, &healthy_facts(), &[]);
+        check_healthy(&few, &[]);
         check(&[], &Facts::default(), &[]);
     }
 
@@ -250,11 +255,7 @@ mod tests {
             e.status = 500;
             e.cause = Some("panic: boom".into());
         }
-        check(
-            &entries,
-            &healthy_facts(),
-            &["5xx rate 6.0 % (6 of 100 requests) in the last 15m, over ALERT_5XX_PERCENT=5; most often 500 panic: boom (6)"],
-        );
+        check_healthy(&entries, &["5xx rate 6.0 % (6 of 100 requests) in the last 15m, over ALERT_5XX_PERCENT=5; most often 500 panic: boom (6)"]);
 
         // p95 of sync routes.
         let mut entries = healthy();
@@ -265,9 +266,8 @@ mod tests {
         {
             e.total_ms = 1500.0;
         }
-        check(
+        check_healthy(
             &entries,
-            &healthy_facts(),
             &["p95 of push, pull and bulk is 1500 ms over 100 requests"],
         );
 
@@ -281,28 +281,20 @@ mod tests {
         for e in entries.iter_mut().skip(50).take(10) {
             e.status = 503;
         }
-        check(
-            &entries,
-            &healthy_facts(),
-            &["10 answers 503 within 5 minutes from"],
-        );
+        check_healthy(&entries, &["10 answers 503 within 5 minutes from"]);
 
         // Failed logins: 20 within 5 minutes; 19 are not enough, nor 20
         // spread over an hour.
         let mut entries = healthy();
         entries.extend((0..20).map(|i| login(100 + i * 10, "failed")));
-        check(
-            &entries,
-            &healthy_facts(),
-            &["20 failed logins within 5 minutes"],
-        );
+        check_healthy(&entries, &["20 failed logins within 5 minutes"]);
         let mut entries = healthy();
         entries.extend((0..19).map(|i| login(100 + i, "locked")));
         entries.extend((0..5).map(|i| login(100 + i, "ok")));
-        check(&entries, &healthy_facts(), &[]);
+        check_healthy(&entries, &[]);
         let mut entries = healthy();
         entries.extend((0..20).map(|i| login(100 + i * 180, "failed")));
-        check(&entries, &healthy_facts(), &[]);
+        check_healthy(&entries, &[]);
 
         // The log stopped growing while the database counted requests.
         let stale = Facts {
@@ -327,7 +319,7 @@ mod tests {
         // Lines that could not go to LOG_FILE (read from Apache's log).
         let mut entries = healthy();
         entries[3].log_file_error = Some("/logs/hs.log: Permission denied (os error 13)".into());
-        check(&entries, &healthy_facts(), &["1 request lines could not be written to LOG_FILE (last: /logs/hs.log: Permission denied"]);
+        check_healthy(&entries, &["1 request lines could not be written to LOG_FILE (last: /logs/hs.log: Permission denied"]);
 
         // What check says of the database, and a log that cannot be read.
         let broken = Facts {

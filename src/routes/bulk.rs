@@ -4,7 +4,6 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::auth::session;
 use crate::config::Config;
 use crate::ctx::{Ctx, Seen};
 use crate::engine::wire::EntityResult;
@@ -13,27 +12,18 @@ use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::route::Route;
 use crate::routes::body;
-use crate::routes::records::{
-    answered, checked_device, device_id, idempotency_key, parse_limit, render,
-};
+use crate::routes::records::{parse_limit, render, sync_route};
 use crate::store::clock;
 use crate::store::records::Cursor;
 use crate::sync::Entity;
 
 pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Response, ApiError> {
-    // The token before the body (contract section 7, v2).
-    let claims = session::access_claims(&ctx.env, request, seen)?;
-    let ask = parse_body(request, ctx.env.config, ctx.env.now_millis());
-    let device = device_id(request);
-    seen.device_id = checked_device(&device);
-    let key = idempotency_key(request, Route::Bulk);
     let empty = EntityResult::default();
-    let answer = engine::sync(
+    sync_route(
         ctx,
-        &claims,
-        &ask,
-        &device,
-        &key,
+        request,
+        Route::Bulk,
+        parse_body,
         &|synced: &Synced| {
             let sections = Entity::ALL
                 .iter()
@@ -54,8 +44,7 @@ pub fn post_bulk(ctx: &mut Ctx, request: &Request, seen: &mut Seen) -> Result<Re
             })
         },
         seen,
-    )?;
-    Ok(answered(answer))
+    )
 }
 
 pub fn parse_body(request: &Request, config: &Config, now: i64) -> Result<SyncAsk, ApiError> {

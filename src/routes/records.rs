@@ -105,26 +105,39 @@ pub fn parse_limit(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A push or a bulk: the token before the body (contract section 7, v2:
+/// no one without a valid token makes the server parse anything), then
+/// the body, the device and the key, each refusal kept for the engine to
+/// answer in the contract's order, then the engine's transaction.
+pub fn sync_route(
+    ctx: &mut Ctx,
+    request: &Request,
+    route: Route,
+    parse: impl FnOnce(&Request, &Config, i64) -> Result<SyncAsk, ApiError>,
+    render: &dyn Fn(&Synced) -> Result<Box<RawValue>, ApiError>,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    let claims = session::access_claims(&ctx.env, request, seen)?;
+    let ask = parse(request, ctx.env.config, ctx.env.now_millis());
+    let device = device_id(request);
+    seen.device_id = checked_device(&device);
+    let key = idempotency_key(request, route);
+    let answer = engine::sync(ctx, &claims, &ask, &device, &key, render, seen)?;
+    Ok(answered(answer))
+}
+
 pub fn post_sync(
     ctx: &mut Ctx,
     request: &Request,
     entity: Entity,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    // The token before the body (contract section 7, v2): no one without
-    // a valid token makes the server parse anything.
-    let claims = session::access_claims(&ctx.env, request, seen)?;
-    let ask = parse_push_body(request, entity, ctx.env.config, ctx.env.now_millis());
-    let device = device_id(request);
-    seen.device_id = checked_device(&device);
-    let key = idempotency_key(request, Route::Push(entity));
     let empty = EntityResult::default();
-    let answer = engine::sync(
+    sync_route(
         ctx,
-        &claims,
-        &ask,
-        &device,
-        &key,
+        request,
+        Route::Push(entity),
+        |request, config, now| parse_push_body(request, entity, config, now),
         &|synced: &Synced| {
             let result = synced.results.first().map_or(&empty, |(_, result)| result);
             render(&wire::PushAnswer {
@@ -134,8 +147,7 @@ pub fn post_sync(
             })
         },
         seen,
-    )?;
-    Ok(answered(answer))
+    )
 }
 
 pub fn parse_push_body(

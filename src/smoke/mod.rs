@@ -111,23 +111,33 @@ pub fn run(options: &Options, emit: &mut dyn FnMut(&str)) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_clean_run_closes_with_the_ok_line() {
+    /// The lines a report prints for `steps`, and what `finish` answered.
+    fn printed(steps: &[(Status, &str, Duration, &str)], facts: &Facts) -> (Vec<String>, bool) {
         let mut lines = Vec::new();
         let mut emit = |line: &str| lines.push(line.to_owned());
         let mut report = Report::new(&mut emit);
-        report.step(
-            Status::Ok,
-            "push health-metrics",
-            Duration::from_micros(12_400),
-            "",
-        );
+        for (status, name, took, detail) in steps {
+            report.step(*status, name, *took, detail);
+        }
+        let passed = report.finish(facts);
+        (lines, passed)
+    }
+
+    #[test]
+    fn a_clean_run_closes_with_the_ok_line() {
         let facts = Facts {
             version: Some("1.2.3".into()),
             body_cap: Some(131_072),
             max_body_bytes: Some(131_072),
         };
-        assert!(report.finish(&facts));
+        let steps = [(
+            Status::Ok,
+            "push health-metrics",
+            Duration::from_micros(12_400),
+            "",
+        )];
+        let (lines, passed) = printed(&steps, &facts);
+        assert!(passed);
         assert_eq!(
             lines[0].trim_end(),
             "ok    push health-metrics         12.4 ms"
@@ -140,39 +150,39 @@ mod tests {
 
     #[test]
     fn the_help_shows_lines_as_they_are_printed() {
-        let mut lines = Vec::new();
-        let mut emit = |line: &str| lines.push(line.to_owned());
-        let mut report = Report::new(&mut emit);
-        report.step(
-            Status::Ok,
-            "push health-metrics",
-            Duration::from_micros(12_400),
-            "3 records stored, one a tombstone (versions 1, 2, 3)",
-        );
-        report.step(
-            Status::Fail,
-            "pull medications",
-            Duration::from_micros(8_100),
-            "expected 3 records, got 2",
-        );
-        for line in &lines {
+        let steps = [
+            (
+                Status::Ok,
+                "push health-metrics",
+                Duration::from_micros(12_400),
+                "3 records stored, one a tombstone (versions 1, 2, 3)",
+            ),
+            (
+                Status::Fail,
+                "pull medications",
+                Duration::from_micros(8_100),
+                "expected 3 records, got 2",
+            ),
+        ];
+        let (lines, _) = printed(&steps, &Facts::default());
+        for line in lines.iter().take(steps.len()) {
             assert!(HELP.contains(&format!("\n  {line}\n")), "{line}");
         }
     }
 
     #[test]
     fn the_first_failure_names_the_closing_line_on_one_line() {
-        let mut lines = Vec::new();
-        let mut emit = |line: &str| lines.push(line.to_owned());
-        let mut report = Report::new(&mut emit);
-        report.step(
-            Status::Fail,
-            "pull medications",
-            Duration::from_millis(8),
-            "expected 3 records,\ngot 2",
-        );
-        report.step(Status::Fail, "erase account", Duration::ZERO, "later");
-        assert!(!report.finish(&Facts::default()));
+        let steps = [
+            (
+                Status::Fail,
+                "pull medications",
+                Duration::from_millis(8),
+                "expected 3 records,\ngot 2",
+            ),
+            (Status::Fail, "erase account", Duration::ZERO, "later"),
+        ];
+        let (lines, passed) = printed(&steps, &Facts::default());
+        assert!(!passed);
         assert!(lines[0].starts_with("FAIL  pull medications"));
         assert!(lines[0].ends_with("expected 3 records, got 2"));
         assert_eq!(
