@@ -18,16 +18,12 @@ use healthsync::reply::{self, Timing};
 use healthsync::store::db::DbSlot;
 use healthsync::{app, cli, fcgi, log, route};
 
-/// mimalloc rather than glibc's malloc. A pull decodes a few hundred small
-/// row values and frees them all at the end; glibc spends much of a
-/// request in its free lists (`malloc_consolidate`, chunk unlinking) and
-/// hands memory back to the kernel only to fault it in again on the next
-/// request. With mimalloc a pull through Apache answers about an eighth
-/// sooner. Built without transparent huge pages (`no_thp`): a CGI process
-/// lives for one request, and faulting in a 2 MiB page cost it half a
-/// millisecond.
+mod allocator;
+
+/// mimalloc in a FastCGI worker, glibc's malloc in a CGI process
+/// (`allocator.rs` says why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::ByMode = allocator::ByMode;
 
 fn main() -> ExitCode {
     if fd0_is_listening_socket() {
