@@ -104,7 +104,7 @@ const CAUSAL_READ: &str =
 const CAUSAL_READ_RESULTS: usize = 3;
 
 /// What went wrong talking to MySQL, in the store's own terms. The layer
-/// above decides what a client is told (`error::ApiError`).
+/// above decides what a client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError {
     pub kind: StoreErrorKind,
