@@ -18,13 +18,6 @@ use healthsync::reply::{self, Timing};
 use healthsync::store::db::DbSlot;
 use healthsync::{app, cli, fcgi, log, route};
 
-mod allocator;
-
-/// mimalloc in a FastCGI worker, glibc's malloc in a CGI process
-/// (`allocator.rs` says why).
-#[global_allocator]
-static ALLOCATOR: allocator::ByMode = allocator::ByMode;
-
 fn main() -> ExitCode {
     if fd0_is_listening_socket() {
         run_fastcgi();
