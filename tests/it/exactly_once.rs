@@ -70,6 +70,14 @@ fn change_counter(db: &TestDb, user: &User) -> u64 {
     ))
 }
 
+/// Pushes `meals` as the user; the push must succeed.
+fn push_meals(db: &TestDb, user: &User, meals: Value) {
+    db.post("/api/meals/sync", &json!({ "meals": meals }))
+        .token(&user.token)
+        .send()
+        .ok();
+}
+
 fn setup() -> (TestDb, User) {
     let db = TestDb::new();
     let user = register(&db, "once@example.com");
@@ -81,13 +89,11 @@ fn setup() -> (TestDb, User) {
 #[test]
 fn a_keyed_push_replays_its_first_answer_byte_for_byte_whatever_happened_since() {
     let (db, user) = setup();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [rec(&id(1), json!({"date": "2024-03-01", "n": 1}), T1)]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+    push_meals(
+        &db,
+        &user,
+        json!([rec(&id(1), json!({"date": "2024-03-01", "n": 1}), T1)]),
+    );
     // A conflict and an insert, so the answer has every part.
     let body = json!({"meals": [
         rec(&id(1), json!({"date": "2024-03-01", "n": 2}), T2),
@@ -100,13 +106,11 @@ fn a_keyed_push_replays_its_first_answer_byte_for_byte_whatever_happened_since()
     let position = change_counter(&db, &user);
 
     // Another device writes in between; the replay does not see it.
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [rec(&id(3), json!({"date": "2024-03-03"}), T3)]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+    push_meals(
+        &db,
+        &user,
+        json!([rec(&id(3), json!({"date": "2024-03-03"}), T3)]),
+    );
     let after_other = change_counter(&db, &user);
     assert!(after_other > position);
 
@@ -144,10 +148,7 @@ fn a_large_answer_and_conflict_log_are_stored_and_replayed_too() {
     // the log and the answer pass what rides in the committing packet.
     let big = |tag: &str| json!({"date": "2024-03-01", "text": tag.repeat(40_000)});
     let stored: Vec<Value> = (1..=6).map(|n| rec(&id(n), big("s"), T2)).collect();
-    db.post("/api/meals/sync", &json!({ "meals": stored }))
-        .token(&user.token)
-        .send()
-        .ok();
+    push_meals(&db, &user, json!(stored));
     let older: Vec<Value> = (1..=6)
         .map(|n| json!({"id": id(n), "data": big("c"), "updated_at": T1, "base_version": 0}))
         .collect();
@@ -412,16 +413,14 @@ fn status_digests_are_the_xor_of_every_record_hash_after_every_kind_of_write() {
     }
     // Inserts, a plain update, a tombstone, a merged conflict, a kept-both
     // meal (a derived id), in push and bulk.
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [
+    push_meals(
+        &db,
+        &user,
+        json!([
             rec(&id(1), json!({"date": "2024-03-01"}), T1),
             rec(&id(2), json!({"date": "2024-03-01"}), T1),
-        ]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+        ]),
+    );
     db.post(
         "/api/sync/bulk",
         &json!({
@@ -496,10 +495,7 @@ fn only_the_last_page_of_a_pull_or_bulk_carries_digests_matching_what_it_sent() 
     let records: Vec<Value> = (1..=7)
         .map(|n| rec(&id(n), json!({"date": "2024-03-01"}), T1))
         .collect();
-    db.post("/api/meals/sync", &json!({ "meals": records }))
-        .token(&user.token)
-        .send()
-        .ok();
+    push_meals(&db, &user, json!(records));
     // Pages of 3: the device's copy is what the pages sent.
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
     let mut cursor = String::new();
@@ -551,16 +547,14 @@ fn only_the_last_page_of_a_pull_or_bulk_carries_digests_matching_what_it_sent() 
 #[test]
 fn purge_takes_purged_tombstones_out_of_the_digest_and_sets_the_oldest_sync_token() {
     let (db, user) = setup();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [
+    push_meals(
+        &db,
+        &user,
+        json!([
             rec(&id(1), json!({"date": "2024-03-01"}), T1),
             {"id": id(2), "data": {}, "updated_at": T1, "deleted_at": T1},
-        ]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+        ]),
+    );
     let before = status(&db, &user);
     assert_eq!(before["oldest_sync_token"], Value::Null);
     db.exec(&format!(
@@ -625,13 +619,11 @@ fn the_migration_fills_the_digests_of_existing_accounts() {
     .token(&user.token)
     .send()
     .ok();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [{"id": id(1), "data": {"date": "2024-03-01", "v": 2}, "updated_at": T2, "base_version": 1}]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+    push_meals(
+        &db,
+        &user,
+        json!([{"id": id(1), "data": {"date": "2024-03-01", "v": 2}, "updated_at": T2, "base_version": 1}]),
+    );
     let expected = status(&db, &user);
     // Back to a database before 0003, with the records in place.
     db.exec(
@@ -683,10 +675,7 @@ fn prefix_digests_have_sixteen_children_or_at_most_64_records() {
         .iter()
         .map(|id| rec(id, json!({"date": "2024-03-01"}), T1))
         .collect();
-    db.post("/api/meals/sync", &json!({ "meals": records }))
-        .token(&user.token)
-        .send()
-        .ok();
+    push_meals(&db, &user, json!(records));
     let root = prefix_digest(&db, &user, "");
     assert_eq!(root["prefix"], "");
     assert_eq!(root["count"], 75);
@@ -745,16 +734,14 @@ fn prefix_digests_have_sixteen_children_or_at_most_64_records() {
 #[test]
 fn fetch_returns_current_records_in_the_order_asked_each_once() {
     let (db, user) = setup();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [
+    push_meals(
+        &db,
+        &user,
+        json!([
             rec(&id(1), json!({"date": "2024-03-01"}), T1),
             {"id": id(2), "data": {}, "updated_at": T1, "deleted_at": T1},
-        ]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+        ]),
+    );
     let fetch = |ids: Value| {
         db.post("/api/meals/fetch", &json!({ "ids": ids }))
             .token(&user.token)
@@ -800,10 +787,7 @@ fn a_corrupted_device_copy_is_found_and_repaired_fetching_only_what_differs() {
         .iter()
         .map(|id| rec(id, json!({"date": "2024-03-01"}), T1))
         .collect();
-    db.post("/api/meals/sync", &json!({ "meals": records }))
-        .token(&user.token)
-        .send()
-        .ok();
+    push_meals(&db, &user, json!(records));
     let edited = json!({"meals": [
         {"id": ids[10], "data": {"date": "2024-03-01", "e": 1}, "updated_at": T2, "base_version": 11},
     ]});
@@ -895,17 +879,15 @@ fn a_corrupted_device_copy_is_found_and_repaired_fetching_only_what_differs() {
 #[test]
 fn conflicts_are_logged_with_seq_time_and_device_and_paged_by_seq() {
     let (db, user) = setup();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [
+    push_meals(
+        &db,
+        &user,
+        json!([
             rec(&id(1), json!({"date": "2024-03-01"}), T2),
             rec(&id(2), json!({"date": "2024-03-01"}), T2),
             rec(&id(3), json!({"date": "2024-03-01"}), T2),
-        ]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+        ]),
+    );
     // Three conflicts: the server wins two (older edits), kept-both one.
     let pushed = db
         .post(
@@ -971,13 +953,11 @@ fn conflicts_are_logged_with_seq_time_and_device_and_paged_by_seq() {
 #[test]
 fn a_replay_or_a_retry_by_content_logs_nothing_new() {
     let (db, user) = setup();
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [rec(&id(1), json!({"date": "2024-03-01", "n": 1}), T2)]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+    push_meals(
+        &db,
+        &user,
+        json!([rec(&id(1), json!({"date": "2024-03-01", "n": 1}), T2)]),
+    );
     let conflicting = json!({"meals": [
         {"id": id(1), "data": {"date": "2024-03-01", "n": 2}, "updated_at": T3, "base_version": 0},
     ]})
@@ -1015,13 +995,11 @@ fn conflicts_are_exported_purged_after_tombstone_days_and_erased_with_the_accoun
         .ok()
         .clone()
     };
-    db.post(
-        "/api/meals/sync",
-        &json!({"meals": [rec(&id(1), json!({"date": "2024-03-01"}), T2)]}),
-    )
-    .token(&user.token)
-    .send()
-    .ok();
+    push_meals(
+        &db,
+        &user,
+        json!([rec(&id(1), json!({"date": "2024-03-01"}), T2)]),
+    );
     assert_eq!(conflict(1)["conflicts"], 1);
     let export = db.get("/api/account/export").token(&user.token).send();
     let exported = export.ok()["conflicts"].clone();
@@ -1147,10 +1125,7 @@ fn digests_stay_exact_while_four_pushers_and_four_pullers_share_one_user() {
                                        "updated_at": at, "deleted_at": deleted})
                             })
                             .collect();
-                        db.post("/api/meals/sync", &json!({ "meals": records }))
-                            .token(&user.token)
-                            .send()
-                            .ok();
+                        push_meals(db, user, json!(records));
                     }
                 })
             })
