@@ -15,7 +15,7 @@
 //!   `on_connection_error`; the loop goes on with the next one.
 //! - `serve_connection(stream, max_body, handler)` runs the protocol on one
 //!   connected stream, so tests and fuzzers need no socket.
-//! - `handler(&params, &mut body)` returns the CGI-style response
+//! - `handler(params, &mut body)` (the params handed over) returns the CGI-style response
 //!   (`Status: 200 OK\r\nName: value\r\n\r\nbody`) as an `Answer`: bytes
 //!   (a `Vec<u8>` converts), and optionally a reader with the rest of the
 //!   body. The bytes are sent as STDOUT records of at most 65535 bytes, an
@@ -141,7 +141,7 @@ pub fn run<Handler, Out, OnError>(
     mut on_connection_error: OnError,
 ) -> io::Result<()>
 where
-    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Handler: FnMut(Params, &mut dyn Read) -> Out,
     Out: Into<Answer>,
     OnError: FnMut(&ProtocolError),
 {
@@ -189,7 +189,7 @@ pub fn serve_connection<Stream, Handler, Out>(
 ) -> Result<(), ProtocolError>
 where
     Stream: Read + Write,
-    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Handler: FnMut(Params, &mut dyn Read) -> Out,
     Out: Into<Answer>,
 {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
@@ -353,7 +353,7 @@ fn handle_request_record<Handler, Out>(
     handler: &mut Handler,
 ) -> Result<Reply, ProtocolError>
 where
-    Handler: FnMut(&Params, &mut dyn Read) -> Out,
+    Handler: FnMut(Params, &mut dyn Read) -> Out,
     Out: Into<Answer>,
 {
     let request_id = header.request_id;
@@ -410,7 +410,7 @@ where
             };
             let params = finished.params.unwrap_or_default();
             let mut body_reader: &[u8] = &finished.body;
-            let answer: Answer = handler(&params, &mut body_reader).into();
+            let answer: Answer = handler(params, &mut body_reader).into();
             let output = match answer.rest {
                 None => response_records(request_id, &answer.bytes),
                 // The end records follow the rest.
@@ -774,7 +774,7 @@ mod tests {
         let result = serve_connection(
             &mut duplex,
             max_body,
-            &mut |params: &Params, body: &mut dyn Read| {
+            &mut |params: Params, body: &mut dyn Read| {
                 let mut bytes = Vec::new();
                 body.read_to_end(&mut bytes).unwrap();
                 seen.params.push(params.clone());
@@ -922,7 +922,7 @@ mod tests {
         input.extend(request(4, 0, &[], &[]));
         let mut duplex = Duplex::new(input);
         let mut calls = 0;
-        let result = serve_connection(&mut duplex, 1024, &mut |_: &Params, _: &mut dyn Read| {
+        let result = serve_connection(&mut duplex, 1024, &mut |_: Params, _: &mut dyn Read| {
             calls += 1;
             Answer {
                 bytes: head.clone(),
@@ -1248,7 +1248,7 @@ mod tests {
             output
         });
         let mut connection = accept_connection(listening_fd).unwrap();
-        let mut handler = |params: &Params, body: &mut dyn Read| {
+        let mut handler = |params: Params, body: &mut dyn Read| {
             let mut bytes = Vec::new();
             body.read_to_end(&mut bytes).unwrap();
             let mut response = b"Status: 200 OK\r\n\r\n".to_vec();

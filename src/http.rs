@@ -4,7 +4,6 @@
 //! Nothing here touches the database, the process environment or stdio
 //! directly: `main.rs` hands in the params and a reader for the body.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::Path;
@@ -12,21 +11,35 @@ use std::path::Path;
 use crate::error::ApiError;
 
 /// CGI/FastCGI params as the web server sent them: bytes, not strings,
-/// because a client controls some of them (the path, headers).
+/// because a client controls some of them (the path, headers). A list in
+/// arrival order, searched from the end, so a later param of the same
+/// name wins: a request has a few dozen, and looking one up by comparing
+/// names is cheaper than hashing them all into a map first.
 #[derive(Debug, Default, Clone)]
-pub struct Params(HashMap<Vec<u8>, Vec<u8>>);
+pub struct Params(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl From<Vec<(Vec<u8>, Vec<u8>)>> for Params {
+    /// The pairs as the FastCGI responder decoded them, taken as they are.
+    fn from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Params {
+        Params(pairs)
+    }
+}
 
 impl Params {
     pub fn new() -> Params {
-        Params(HashMap::new())
+        Params(Vec::new())
     }
 
     pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.0.insert(key.into(), value.into());
+        self.0.push((key.into(), value.into()));
     }
 
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.0.get(key.as_bytes()).map(Vec::as_slice)
+        self.0
+            .iter()
+            .rev()
+            .find(|(name, _)| name.as_slice() == key.as_bytes())
+            .map(|(_, value)| value.as_slice())
     }
 
     /// The param as text. A value that is not UTF-8 is an error naming the

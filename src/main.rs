@@ -154,13 +154,7 @@ fn run_fastcgi() {
     let mut worker = Worker::new("fastcgi");
     let served = fcgi::run(
         FASTCGI_MAX_BODY,
-        |pairs, body| {
-            let mut params = Params::new();
-            for (key, value) in pairs {
-                params.insert(key.clone(), value.clone());
-            }
-            serve(&mut worker, &params, body)
-        },
+        |pairs, body| serve(&mut worker, &Params::from(pairs), body),
         |error| {
             log::event(
                 config::LogLevel::Warn,

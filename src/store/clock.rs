@@ -8,7 +8,8 @@ use time::format_description::well_known::Rfc3339 as Rfc3339Format;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 /// A `DATETIME` column as the text protocol sends it.
-const TEXT_DATETIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+const TEXT_DATETIME: time::format_description::FormatDescriptionV3<'static> = time::macros::format_description!(
+    version = 3,
     "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
 );
 
@@ -42,19 +43,28 @@ pub fn from_sql(value: &Value) -> Option<i64> {
         Value::Bytes(bytes) => {
             // Text protocol: "YYYY-MM-DD HH:MM:SS.fff".
             let text = std::str::from_utf8(bytes).ok()?;
-            let moment = PrimitiveDateTime::parse(text, TEXT_DATETIME).ok()?;
+            let moment = PrimitiveDateTime::parse(text, &TEXT_DATETIME).ok()?;
             Some(to_millis(moment.assume_utc()))
         }
         _ => None,
     }
 }
 
+/// The instant in whole milliseconds, rounded down (towards the past, also
+/// before 1970). In `i64` seconds and milliseconds, not `i128`
+/// nanoseconds: a pull converts two timestamps per record.
 pub fn to_millis(moment: OffsetDateTime) -> i64 {
-    i64::try_from(moment.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    moment.unix_timestamp() * 1000 + i64::from(moment.millisecond())
 }
 
 pub fn from_millis(millis: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+    OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+        .ok()
+        .and_then(|second| {
+            // 0..=999 by `rem_euclid`.
+            let millisecond = u16::try_from(millis.rem_euclid(1000)).ok()?;
+            second.replace_millisecond(millisecond).ok()
+        })
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -184,6 +194,35 @@ mod tests {
                 .map(to_rfc3339)
                 .as_deref(),
             Some("9999-12-31T23:58:59.000Z")
+        );
+    }
+
+    #[test]
+    fn milliseconds_convert_exactly_on_both_sides_of_1970() {
+        for millis in [
+            0,
+            1,
+            999,
+            1000,
+            -1,
+            -999,
+            -1000,
+            -1001,
+            1_700_000_000_123,
+            EARLIEST_SPELLED_MS,
+            LATEST_SPELLED_MS,
+        ] {
+            let moment = from_millis(millis);
+            let nanos = i128::from(millis) * 1_000_000;
+            assert_eq!(moment.unix_timestamp_nanos(), nanos, "{millis}");
+            assert_eq!(to_millis(moment), millis, "{millis}");
+        }
+        // Below a millisecond rounds towards the past, before 1970 too.
+        let just_before = OffsetDateTime::UNIX_EPOCH - time::Duration::nanoseconds(1);
+        assert_eq!(to_millis(just_before), -1);
+        assert_eq!(
+            to_rfc3339(to_millis(just_before)),
+            "1969-12-31T23:59:59.999Z"
         );
     }
 

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revoked_logins",
         sql: include_str!("../../sql/0004_revoked_logins.sql"),
     },
+    Migration {
+        version: 5,
+        name: "byte_ids",
+        sql: include_str!("../../sql/0005_byte_ids.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -45,6 +45,27 @@ impl Serialize for Pulled {
     }
 }
 
+impl Pulled {
+    /// The record's length as compact JSON, exactly as `Serialize` writes
+    /// it, counted without writing it: a page of 1,000 records is measured
+    /// against `MAX_PAGE_BYTES` record by record, and its `data` is sent as
+    /// stored, so only the id can need escaping.
+    pub fn compact_len(&self) -> usize {
+        const KEYS: usize = r#"{"id":,"data":,"updated_at":,"deleted_at":,"version":}"#.len();
+        // A quoted `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+        const TIME: usize = 26;
+        let version_digits = self
+            .version
+            .checked_ilog10()
+            .map_or(1, |log| log as usize + 1);
+        KEYS + crate::sync::compact_len(self.id.as_str())
+            + self.data.get().len()
+            + TIME
+            + self.deleted_at.map_or("null".len(), |_| TIME)
+            + version_digits
+    }
+}
+
 /// The columns every reader takes, with their conversions.
 struct Columns {
     id: String,
@@ -399,7 +420,7 @@ pub fn within_page_bytes(mut rows: Vec<Pulled>, max_bytes: usize) -> (Vec<Pulled
     let fits = rows
         .iter()
         .position(|row| {
-            total = total.saturating_add(crate::sync::compact_len(row));
+            total = total.saturating_add(row.compact_len());
             total > max_bytes
         })
         .map_or(rows.len(), |first_over| first_over.max(1));
@@ -684,4 +705,60 @@ pub fn devices(db: &mut Db, user_id: &str) -> Result<Vec<(String, i64)>, StoreEr
         .into_iter()
         .filter_map(|(device, at)| clock::from_sql(&at).map(|at| (device, at)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pulled(id: &str, data: &str, deleted_at: Option<i64>, version: u64) -> Pulled {
+        Pulled {
+            entity: Entity::Meals,
+            id: id.to_owned(),
+            data: RawValue::from_string(data.to_owned()).unwrap(),
+            updated_at: 1_700_000_000_123,
+            deleted_at,
+            version,
+        }
+    }
+
+    #[test]
+    fn a_pulled_record_is_measured_as_long_as_it_is_written() {
+        let id = "3f2b8c1e-1234-4abc-8def-0123456789ab";
+        let cases = [
+            pulled(id, r#"{"name":"Soup","kcal":120}"#, None, 0),
+            pulled(id, "{}", Some(1_700_000_000_999), 9),
+            pulled(id, r#"{"note":"caf\u00e9 \"x\""}"#, None, 10),
+            pulled(id, r#"{"a":[1,2,{"b":null}]}"#, Some(0), 1_000_000),
+            pulled(id, "{}", None, u64::MAX),
+            // An id needing escapes (never stored, but measured exactly).
+            pulled("a\"b\\c\u{1}", "{}", None, 42),
+        ];
+        for row in &cases {
+            let written = serde_json::to_vec(row).unwrap();
+            assert_eq!(
+                row.compact_len(),
+                written.len(),
+                "{}",
+                String::from_utf8_lossy(&written)
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_keeps_records_up_to_the_byte_limit_and_at_least_one() {
+        let id = "3f2b8c1e-1234-4abc-8def-0123456789ab";
+        let rows = || {
+            (1..=3)
+                .map(|v| pulled(id, r#"{"k":1}"#, None, v))
+                .collect::<Vec<_>>()
+        };
+        let one = rows()[0].compact_len();
+        let (kept, cut) = within_page_bytes(rows(), 2 * one);
+        assert_eq!((kept.len(), cut), (2, true));
+        let (kept, cut) = within_page_bytes(rows(), 3 * one);
+        assert_eq!((kept.len(), cut), (3, false));
+        let (kept, cut) = within_page_bytes(rows(), 1);
+        assert_eq!((kept.len(), cut), (1, true));
+    }
 }

@@ -36,7 +36,7 @@ impl Write for Duplex<'_> {
     }
 }
 
-fn handler(_params: &Params, body: &mut dyn Read) -> Vec<u8> {
+fn handler(_params: Params, body: &mut dyn Read) -> Vec<u8> {
     // Reads the body to the end, never more than one byte past the cap.
     let mut kept = Vec::new();
     let read = body
