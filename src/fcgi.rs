@@ -15,14 +15,15 @@
 //!   `on_connection_error`; the loop goes on with the next one.
 //! - `serve_connection(stream, max_body, handler)` runs the protocol on one
 //!   connected stream, so tests and fuzzers need no socket.
-//! - `handler(params, &mut body)` (the params handed over) returns the CGI-style response
-//!   (`Status: 200 OK\r\nName: value\r\n\r\nbody`) as an `Answer`: bytes
-//!   (a `Vec<u8>` converts), and optionally a reader with the rest of the
-//!   body. The bytes are sent as STDOUT records of at most 65535 bytes, an
-//!   empty STDOUT and an END_REQUEST (application status 0,
-//!   FCGI_REQUEST_COMPLETE), in a single write; with a reader, its content
-//!   follows the bytes one full record at a time as it is read, so an
-//!   answer of any size costs one record's buffer.
+//! - `handler(params, &mut body)`, the params handed over, returns the
+//!   CGI-style response (`Status: 200 OK\r\nName: value\r\n\r\nbody`)
+//!   as an `Answer`: bytes (a `Vec<u8>` converts), and optionally a
+//!   reader with the rest of the body. The bytes are sent as STDOUT
+//!   records of at most 65535 bytes, an empty STDOUT and an END_REQUEST
+//!   (application status 0, FCGI_REQUEST_COMPLETE), in a single write;
+//!   with a reader, its content follows the bytes one full record at a
+//!   time as it is read, so an answer of any size costs one record's
+//!   buffer.
 //!
 //! Records (the role is FCGI_RESPONDER only; one request at a time):
 //! - BEGIN_REQUEST starts a request; another role gets END_REQUEST
