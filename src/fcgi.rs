@@ -48,16 +48,23 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// What a handler answers: the response's first bytes, then, for a large
-/// answer, a reader of the rest, copied out one record at a time.
+/// What a handler answers: the response's first bytes, the bytes after
+/// them (kept apart so that a body is copied once, into its records), then,
+/// for a large answer, a reader of the rest, copied out one record at a
+/// time.
 pub struct Answer {
     pub bytes: Vec<u8>,
+    pub body: Vec<u8>,
     pub rest: Option<Box<dyn Read>>,
 }
 
 impl From<Vec<u8>> for Answer {
     fn from(bytes: Vec<u8>) -> Answer {
-        Answer { bytes, rest: None }
+        Answer {
+            bytes,
+            body: Vec::new(),
+            rest: None,
+        }
     }
 }
 
@@ -412,10 +419,11 @@ where
             let params = finished.params.unwrap_or_default();
             let mut body_reader: &[u8] = &finished.body;
             let answer: Answer = handler(params, &mut body_reader).into();
+            let parts = [answer.bytes.as_slice(), answer.body.as_slice()];
             let output = match answer.rest {
-                None => response_records(request_id, &answer.bytes),
+                None => response_records(request_id, &parts),
                 // The end records follow the rest.
-                Some(_) => stdout_records(request_id, &answer.bytes),
+                Some(_) => stdout_records(request_id, &parts),
             };
             Ok(Reply {
                 output,
@@ -536,22 +544,32 @@ fn encode_length(output: &mut Vec<u8>, length: usize) {
 
 /// The whole answer to one request in one buffer, so that it costs a single
 /// write: STDOUT records, the empty STDOUT, then END_REQUEST.
-fn response_records(request_id: u16, response: &[u8]) -> Vec<u8> {
-    let mut output = stdout_records(request_id, response);
+fn response_records(request_id: u16, parts: &[&[u8]]) -> Vec<u8> {
+    let mut output = stdout_records(request_id, parts);
     push_end(&mut output, request_id);
     output
 }
 
-/// `bytes` as STDOUT records of at most 65535 bytes each (none for none).
-fn stdout_records(request_id: u16, bytes: &[u8]) -> Vec<u8> {
-    let record_count = bytes.len().div_ceil(MAX_CONTENT_BYTES).saturating_add(2);
-    let capacity = record_count
+/// `parts`, one after the other, as STDOUT records of at most 65535 bytes
+/// each (none for none; a record never spans two parts).
+fn stdout_records(request_id: u16, parts: &[&[u8]]) -> Vec<u8> {
+    let (records, bytes) = parts
+        .iter()
+        .fold((2usize, 0usize), |(records, bytes), part| {
+            (
+                records.saturating_add(part.len().div_ceil(MAX_CONTENT_BYTES)),
+                bytes.saturating_add(part.len()),
+            )
+        });
+    let capacity = records
         .saturating_mul(HEADER_BYTES)
-        .saturating_add(bytes.len())
+        .saturating_add(bytes)
         .saturating_add(8);
     let mut output = Vec::with_capacity(capacity);
-    for chunk in bytes.chunks(MAX_CONTENT_BYTES) {
-        push_record(&mut output, FCGI_STDOUT, request_id, chunk);
+    for part in parts {
+        for chunk in part.chunks(MAX_CONTENT_BYTES) {
+            push_record(&mut output, FCGI_STDOUT, request_id, chunk);
+        }
     }
     output
 }
@@ -916,6 +934,31 @@ mod tests {
     }
 
     #[test]
+    fn a_head_and_a_body_go_out_in_one_write_as_records_of_each() {
+        let head = b"Status: 200 OK\r\nContent-Length: 70000\r\n\r\n".to_vec();
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let mut duplex = Duplex::new(request(5, 0, &[], &[]));
+        let result = serve_connection(&mut duplex, 1024, &mut |_: Params, _: &mut dyn Read| {
+            Answer {
+                bytes: head.clone(),
+                body: body.clone(),
+                rest: None,
+            }
+        });
+        assert!(result.is_ok(), "{result:?}");
+        let answer = records(&duplex.output);
+        let lengths: Vec<usize> = answer.iter().map(|(_, _, c)| c.len()).collect();
+        assert_eq!(lengths, vec![head.len(), 65535, 70_000 - 65535, 0, 8]);
+        let stdout: Vec<u8> = answer
+            .iter()
+            .filter(|(record_type, _, _)| *record_type == FCGI_STDOUT)
+            .flat_map(|(_, _, content)| content.clone())
+            .collect();
+        assert_eq!(stdout, [head, body].concat());
+        assert_eq!(duplex.writes, 1);
+    }
+
+    #[test]
     fn a_streamed_rest_follows_the_head_in_full_records_then_the_end() {
         let head = b"Status: 200 OK\r\nContent-Length: 200000\r\n\r\n".to_vec();
         let rest: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
@@ -927,6 +970,7 @@ mod tests {
             calls += 1;
             Answer {
                 bytes: head.clone(),
+                body: Vec::new(),
                 rest: Some(Box::new(Dribble(Cursor::new(rest.clone())))),
             }
         });

@@ -463,8 +463,16 @@ impl Response {
     /// The response as a CGI program prints it (also what a FastCGI
     /// responder sends on its stdout), the spool aside: its length is in
     /// `Content-Length`, and its bytes follow these.
+    #[cfg(test)]
     pub fn to_cgi_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 256);
+        let mut out = self.cgi_head();
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The status line and headers, through the blank line that ends them.
+    pub fn cgi_head(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
         out.extend_from_slice(
             format!("Status: {} {}\r\n", self.status, reason_phrase(self.status)).as_bytes(),
         );
@@ -476,7 +484,6 @@ impl Response {
         }
         let length = self.body.len() as u64 + self.spool.as_ref().map_or(0, Spool::len);
         out.extend_from_slice(format!("Content-Length: {length}\r\n\r\n").as_bytes());
-        out.extend_from_slice(&self.body);
         out
     }
 }

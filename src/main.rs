@@ -108,6 +108,7 @@ fn run_cgi() {
     let mut stdout = std::io::stdout().lock();
     // Nothing useful can be done if Apache closed the pipe.
     let _ = stdout.write_all(&answer.bytes);
+    let _ = stdout.write_all(&answer.body);
     if let Some(mut rest) = answer.rest {
         copy_out(&mut rest, &mut stdout);
     }
@@ -283,9 +284,10 @@ fn serve(worker: &mut Worker, params: &Params, stdin: &mut dyn Read) -> fcgi::An
 /// The response as the transport writes it: the head and buffered body,
 /// then the spool.
 fn answer(mut response: http::Response) -> fcgi::Answer {
-    let bytes = response.to_cgi_bytes();
+    let bytes = response.cgi_head();
     fcgi::Answer {
         bytes,
+        body: std::mem::take(&mut response.body),
         rest: response
             .spool
             .take()

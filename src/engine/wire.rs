@@ -154,6 +154,15 @@ impl Serialize for PullAnswer {
 }
 
 impl PullAnswer {
+    /// At least the length of the answer in its envelope: the records as
+    /// measured for the page's size limit, a comma each, and room for the
+    /// envelope and the cursor fields.
+    pub fn len_hint(&self) -> usize {
+        const FIELDS: usize = 256;
+        let records: usize = self.records.iter().map(Pulled::compact_len).sum();
+        records + self.records.len() + FIELDS
+    }
+
     /// The counts of this page for the log line.
     pub fn facts(&self) -> SyncFacts {
         SyncFacts {
@@ -387,6 +396,31 @@ pub struct ConflictsAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_answer_in_its_envelope_fits_its_length_hint() {
+        use serde_json::value::RawValue;
+        let record = |version: u64| Pulled {
+            entity: Entity::HealthMetrics,
+            id: "3f2b8c1e-1234-4abc-8def-0123456789ab".to_owned(),
+            data: RawValue::from_string(r#"{"weight":65.5,"note":"x"}"#.to_owned()).unwrap(),
+            updated_at: 1_700_000_000_123,
+            deleted_at: Some(1_700_000_000_456),
+            version,
+        };
+        for count in [0, 1, 1000] {
+            let answer = PullAnswer {
+                entity: Entity::HealthMetrics,
+                records: (1..=count).map(|v| record(u64::MAX - v)).collect(),
+                has_more: true,
+                next_sync_token: Token(u64::MAX),
+                digest: Some(Digest(u64::MAX)),
+                oldest_sync_token: Some(Token(u64::MAX)),
+            };
+            let response = crate::reply::ok(200, &answer);
+            assert!(response.body.len() <= answer.len_hint(), "{count} records");
+        }
+    }
 
     #[test]
     fn sync_tokens_are_plain_decimal_positions() {

@@ -13,7 +13,7 @@ use crate::engine::wire::EntityResult;
 use crate::engine::{self, validate, wire, Keyed, PullAsk, SyncAsk, Synced};
 use crate::error::ApiError;
 use crate::http::{Body, Request, Response};
-use crate::reply::ok;
+use crate::reply::{ok, ok_sized};
 use crate::route::Route;
 use crate::routes::body;
 use crate::store::clock;
@@ -244,7 +244,7 @@ pub fn get_records(
     seen.device_id = checked_device(&device);
     let answer = engine::pull(ctx, &claims, entity, &ask, &device, seen)?;
     seen.sync = Some(answer.facts());
-    Ok(ok(200, &answer))
+    Ok(ok_sized(200, &answer, answer.len_hint()))
 }
 
 pub fn get_sync_status(

@@ -91,6 +91,32 @@ fn every_entity_inserts_pulls_and_reports_versions_and_tokens() {
     assert_eq!(status["sync_token"], "5");
 }
 
+/// A pull sends each stored `data` as its text, spacing included (MySQL's
+/// `JSON` type prints `{"a": 1}`), and a row edited by hand with
+/// whitespace around the object is still sent, trimmed.
+#[test]
+fn stored_data_is_sent_as_its_text() {
+    let (db, user) = setup();
+    let records = json!([
+        rec(&id(1), json!({"a": 1}), T1),
+        rec(&id(2), json!({"b": 2}), T1)
+    ]);
+    push(&db, &user, "health-metrics", "metrics", records).ok();
+    db.exec(&format!(
+        "UPDATE health_metrics SET data = '{{\"a\": [1, 2]}}' WHERE id = '{}'",
+        id(1)
+    ));
+    db.exec(&format!(
+        "UPDATE health_metrics SET data = ' \n{{\"b\":2}}\t' WHERE id = '{}'",
+        id(2)
+    ));
+    let pulled = pull(&db, &user, "health-metrics", "");
+    let body = String::from_utf8_lossy(&pulled.raw_body).into_owned();
+    assert!(body.contains(r#""data":{"a": [1, 2]},"#), "{body}");
+    assert!(body.contains(r#""data":{"b":2},"#), "{body}");
+    assert_eq!(pulled.data()["metrics"][1]["data"], json!({"b": 2}));
+}
+
 #[test]
 fn ids_are_case_insensitive_and_stored_lower_case() {
     let (db, user) = setup();
