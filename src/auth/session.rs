@@ -4,13 +4,16 @@
 //! packet, with whatever else the route can ask for before it knows the
 //! user (its page, the rows it will lock): one round trip for a pull.
 
+use std::marker::PhantomData;
+
 use crate::auth::{ratelimit, tokens};
 use crate::ctx::{Ctx, Env, Seen};
 use crate::error::ApiError;
 use crate::http::Request;
 use crate::store::db::{Db, Packet, Sets, Slot, StoreError};
 use crate::store::ratelimit as counters;
-use crate::store::users::{self, Lock, User};
+use crate::store::users::{self, Lock, Position, RevokedLogins, User};
+use crate::sync::Entity;
 
 /// Verifies the request's access token; no database work yet.
 pub fn access_claims(
@@ -24,14 +27,16 @@ pub fn access_claims(
     Ok(claims)
 }
 
-/// The user read and the rate-limit count, added to a packet.
-pub struct Opening {
+/// The user read (the whole row, `User`, or a pull's `Position`) and the
+/// rate-limit count, added to a packet.
+pub struct Opening<Read> {
     user: Slot,
     /// `None` when this attempt does not count (a transaction run again
     /// after a deadlock counts once).
     hit: Option<Slot>,
     window: ratelimit::Window,
     limit: u32,
+    read: PhantomData<Read>,
 }
 
 pub fn push_open(
@@ -40,7 +45,34 @@ pub fn push_open(
     claims: &tokens::AccessClaims,
     lock: Lock,
     count: bool,
-) -> Result<Opening, ApiError> {
+) -> Result<Opening<User>, ApiError> {
+    push_opening(packet, env, claims, count, |packet| {
+        users::push_find_by_id(packet, &claims.user_id, lock)
+    })
+}
+
+/// The opening of a pull: the count, and only what a page of `entity`
+/// needs of the user.
+pub fn push_open_position(
+    packet: &mut Packet,
+    env: &Env,
+    claims: &tokens::AccessClaims,
+    entity: Entity,
+    lock: Lock,
+    count: bool,
+) -> Result<Opening<Position>, ApiError> {
+    push_opening(packet, env, claims, count, |packet| {
+        users::push_find_position(packet, &claims.user_id, entity, lock)
+    })
+}
+
+fn push_opening<Read>(
+    packet: &mut Packet,
+    env: &Env,
+    claims: &tokens::AccessClaims,
+    count: bool,
+    push_read: impl FnOnce(&mut Packet) -> Result<Slot, StoreError>,
+) -> Result<Opening<Read>, ApiError> {
     let window = ratelimit::window(env.now_secs());
     let hit = match count {
         true => Some(counters::push_hit(
@@ -50,12 +82,13 @@ pub fn push_open(
         )?),
         false => None,
     };
-    let user = users::push_find_by_id(packet, &claims.user_id, lock)?;
+    let user = push_read(packet)?;
     Ok(Opening {
         user,
         hit,
         window,
         limit: env.config.rate_limit_per_minute,
+        read: PhantomData,
     })
 }
 
@@ -73,33 +106,69 @@ pub fn run_opening(db: &mut Db, env: &Env, packet: Packet) -> Result<Sets, Store
 pub fn finish_open(
     db: &mut Db,
     sets: &mut Sets,
-    opening: Opening,
+    opening: Opening<User>,
     claims: &tokens::AccessClaims,
     seen: &mut Seen,
 ) -> Result<User, ApiError> {
-    let user = users::read_user(sets, opening.user)?;
-    let user = check_user(user, claims)?;
+    let user = check_user(users::read_user(sets, opening.user)?, claims)?;
+    finish_count(db, sets, &opening, seen)?;
+    Ok(user)
+}
+
+/// The same for a pull's opening.
+pub fn finish_open_position(
+    db: &mut Db,
+    sets: &mut Sets,
+    opening: Opening<Position>,
+    entity: Entity,
+    claims: &tokens::AccessClaims,
+    seen: &mut Seen,
+) -> Result<Position, ApiError> {
+    let position = users::read_position(sets, opening.user, entity)?
+        .ok_or(ApiError::Unauthorized(NO_ACCOUNT))?;
+    check_credentials(position.token_version, &position.revoked_logins, claims)?;
+    finish_count(db, sets, &opening, seen)?;
+    Ok(position)
+}
+
+fn finish_count<Read>(
+    db: &mut Db,
+    sets: &mut Sets,
+    opening: &Opening<Read>,
+    seen: &mut Seen,
+) -> Result<(), ApiError> {
     if let Some(slot) = opening.hit {
         let hits = counters::read_hit(sets, slot);
         let state = ratelimit::judge(db, hits, opening.limit, opening.window);
         record(seen, state)?;
     }
-    Ok(user)
+    Ok(())
 }
+
+const NO_ACCOUNT: &str = "The account no longer exists";
 
 /// Refuses a missing user, a token issued before a logout-everywhere, a
 /// password change or an erasure, and a token of a login that was logged
 /// out or revoked for reuse.
 pub fn check_user(user: Option<User>, claims: &tokens::AccessClaims) -> Result<User, ApiError> {
-    let user = user.ok_or(ApiError::Unauthorized("The account no longer exists"))?;
+    let user = user.ok_or(ApiError::Unauthorized(NO_ACCOUNT))?;
+    check_credentials(user.token_version, &user.revoked_logins, claims)?;
+    Ok(user)
+}
+
+fn check_credentials(
+    token_version: u32,
+    revoked_logins: &RevokedLogins,
+    claims: &tokens::AccessClaims,
+) -> Result<(), ApiError> {
     let login_revoked = claims
         .sid
         .as_deref()
-        .is_some_and(|login| user.revoked_logins.contains(login));
-    if user.token_version != claims.token_version || login_revoked {
+        .is_some_and(|login| revoked_logins.contains(login));
+    if token_version != claims.token_version || login_revoked {
         return Err(ApiError::Unauthorized("The token has been revoked"));
     }
-    Ok(user)
+    Ok(())
 }
 
 /// Reads (and optionally locks) the token's user on its own.

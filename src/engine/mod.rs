@@ -30,7 +30,7 @@ use crate::ctx::{Ctx, Env, Seen, SyncFacts};
 use crate::error::ApiError;
 use crate::store::db::{self, Db, Packet, Slot};
 use crate::store::records::{self, Cursor, Pulled, Span, Upto, Write};
-use crate::store::users::{Lock, User};
+use crate::store::users::{Bounds, Lock, Position, User};
 use crate::store::{clock, conflicts, idempotency};
 use crate::sync::{self, digest, Entity, Outcome, Record, Resolution, Stored};
 
@@ -204,7 +204,7 @@ pub fn sync(
             }
         }
         if let Some(page) = ask.page {
-            check_cursor(&user, page.cursor)?;
+            check_cursor(user.bounds(), page.cursor)?;
         }
 
         let received_at = receive_time(&user);
@@ -286,7 +286,7 @@ pub fn sync(
             position,
             sync_timestamp,
             digests: (!has_more && ask.page.is_some()).then_some(digests),
-            oldest_sync_token: user.oldest_sync_token(),
+            oldest_sync_token: user.bounds().oldest_sync_token(),
         };
         let data = render(&synced)?;
         seen.sync = Some(synced.facts());
@@ -346,7 +346,8 @@ pub fn sync(
         // it after commit, so its shared lock is never upgraded (two
         // readers upgrading at once would deadlock).
         if lock == Lock::Update {
-            push_record_sync(&mut packet, env, &user, device, position, wrote)?;
+            let synced = (user.id.as_str(), user.last_sync_at);
+            push_record_sync(&mut packet, env, synced, device, position, wrote)?;
         }
         packet.commit();
         db.run(packet)?;
@@ -370,7 +371,8 @@ pub fn sync(
         Done::Fresh(data, pull_only, position) => {
             if let (Some(user), Ok(device)) = (pull_only, device) {
                 let mut packet = Packet::new();
-                push_record_sync(&mut packet, env, &user, *device, position, false)?;
+                let synced = (user.id.as_str(), user.last_sync_at);
+                push_record_sync(&mut packet, env, synced, *device, position, false)?;
                 db.run(packet)?;
             }
             Ok(Answered {
@@ -439,7 +441,7 @@ pub fn pull(
         })
     );
     let (db, env) = ctx.db()?;
-    let mut read = |db: &mut Db, attempt: u32| -> Result<(User, Vec<Pulled>, bool), ApiError> {
+    let mut read = |db: &mut Db, attempt: u32| -> Result<(Position, Vec<Pulled>, bool), ApiError> {
         // Unlocked, the page goes first: the client decodes its rows while
         // the server runs the two small statements after it, and a user
         // row read after the page can only be newer, which the cursor
@@ -461,24 +463,24 @@ pub fn pull(
         };
         let count = attempt == 1;
         let mut packet = Packet::new();
+        let push_open = |packet: &mut Packet| {
+            session::push_open_position(packet, env, claims, entity, lock, count)
+        };
         let (opening, page_slot) = if locked {
-            let opening = session::push_open(&mut packet, env, claims, lock, count)?;
+            let opening = push_open(&mut packet)?;
             (opening, push_page(&mut packet)?)
         } else {
             let page_slot = push_page(&mut packet)?;
-            (
-                session::push_open(&mut packet, env, claims, lock, count)?,
-                page_slot,
-            )
+            (push_open(&mut packet)?, page_slot)
         };
         let mut sets = session::run_opening(db, env, packet)?;
-        let user = session::finish_open(db, &mut sets, opening, claims, seen)?;
+        let user = session::finish_open_position(db, &mut sets, opening, entity, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         device.clone()?;
         if !user.sync_enabled {
             return Err(ApiError::SyncDisabled);
         }
-        check_cursor(&user, ask.cursor)?;
+        check_cursor(user.bounds, ask.cursor)?;
         let (rows, has_more) = match page_slot {
             Some(slot) => records::read_changes_of(&mut sets, slot, entity, ask.limit)?,
             None => (Vec::new(), false),
@@ -498,13 +500,13 @@ pub fn pull(
         loop {
             let (user, rows, has_more) = read(db, attempt)?;
             let next = next_position(&rows, has_more, cursor, None);
-            if has_more || !raced(&user, entity, next) || attempt == PULL_READS {
+            if has_more || !raced(&user, next) || attempt == PULL_READS {
                 break (user, rows, has_more);
             }
             attempt += 1;
         }
     };
-    let position_if_complete = locked.then_some(user.change_counter);
+    let position_if_complete = locked.then_some(user.bounds.change_counter);
     let next = next_position(&rows, has_more, cursor, position_if_complete);
     // A complete page may end below the purge watermark (the versions
     // after its last record were purged tombstones, or other entities'):
@@ -513,19 +515,20 @@ pub fn pull(
     // next pull would be refused 410 for the token this page gave.
     let next = match has_more {
         true => next,
-        false => next.max(user.purged_version),
+        false => next.max(user.bounds.purged_version),
     };
     // The user row was read after the page (or under its lock), so its
     // digest is the entity's state at the user's position. A complete
     // page holds every write up to `next`; when none of the entity's
     // writes is above `next`, its state at `next` is that one (section
     // 9.2). Still raced after `PULL_READS` reads: no digest this time.
-    let digest = match has_more || raced(&user, entity, next) {
-        false => Some(digest::Digest(user.digest(entity))),
+    let digest = match has_more || raced(&user, next) {
+        false => Some(digest::Digest(user.digest)),
         true => None,
     };
     let mut packet = Packet::new();
-    push_record_sync(&mut packet, env, &user, device.clone()?, next, false)?;
+    let synced = (user.id.as_str(), user.last_sync_at);
+    push_record_sync(&mut packet, env, synced, device.clone()?, next, false)?;
     db.run(packet)?;
     Ok(PullAnswer {
         entity,
@@ -533,7 +536,7 @@ pub fn pull(
         has_more,
         next_sync_token: Token(next),
         digest,
-        oldest_sync_token: user.oldest_sync_token().map(Token),
+        oldest_sync_token: user.bounds.oldest_sync_token().map(Token),
     })
 }
 
@@ -544,15 +547,15 @@ const PULL_READS: u32 = 3;
 /// after the page was read: its digest is then ahead of the page. (The
 /// highest version written may be a purged tombstone's, at or below the
 /// purge watermark, which no cursor accepted is below.)
-fn raced(user: &User, entity: Entity, next: u64) -> bool {
-    let written = user.entity_version(entity);
-    written > next && written > user.purged_version
+fn raced(user: &Position, next: u64) -> bool {
+    let written = user.entity_version;
+    written > next && written > user.bounds.purged_version
 }
 
 /// Refuses a cursor older than purged tombstones (the device must pull
 /// from scratch), or one from beyond the user's sequence (a token that is
 /// not this user's, or a database restored from a backup).
-pub fn check_cursor(user: &User, cursor: Option<Cursor>) -> Result<(), ApiError> {
+pub fn check_cursor(user: Bounds, cursor: Option<Cursor>) -> Result<(), ApiError> {
     let too_old = match cursor {
         Some(Cursor::AfterVersion(version)) => {
             version < user.purged_version || version > user.change_counter
@@ -614,18 +617,18 @@ fn next_position(
 fn push_record_sync(
     packet: &mut Packet,
     env: &Env,
-    user: &User,
+    (user_id, last_sync_at): (&str, Option<i64>),
     device: Option<&str>,
     position: u64,
     wrote: bool,
 ) -> Result<(), ApiError> {
     let now = env.now_millis();
-    let recent = matches!(user.last_sync_at, Some(at) if now - at < LAST_SYNC_RESOLUTION_MS);
+    let recent = matches!(last_sync_at, Some(at) if now - at < LAST_SYNC_RESOLUTION_MS);
     if !wrote && !recent {
-        records::push_touch_last_sync(packet, &user.id, now)?;
+        records::push_touch_last_sync(packet, user_id, now)?;
     }
     if let Some(device) = device {
-        records::push_record_device(packet, &user.id, device, now, position)?;
+        records::push_record_device(packet, user_id, device, now, position)?;
     }
     Ok(())
 }

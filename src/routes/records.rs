@@ -274,7 +274,7 @@ pub fn get_sync_status(
         &wire::StatusAnswer {
             entities,
             sync_token: wire::Token(user.change_counter),
-            oldest_sync_token: user.oldest_sync_token().map(wire::Token),
+            oldest_sync_token: user.bounds().oldest_sync_token().map(wire::Token),
         },
     ))
 }

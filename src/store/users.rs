@@ -54,22 +54,34 @@ pub fn version_column(entity: Entity) -> String {
     format!("{}_version", entity.table())
 }
 
+fn take_string(row: &mut Row, index: usize) -> Result<String, StoreError> {
+    row.take_opt::<String, _>(index)
+        .and_then(Result::ok)
+        .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
+}
+
+fn take_u64(row: &mut Row, index: usize) -> Result<u64, StoreError> {
+    row.take_opt::<u64, _>(index)
+        .and_then(Result::ok)
+        .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
+}
+
+fn take_time(row: &mut Row, index: usize) -> Option<i64> {
+    row.take_opt::<Value, _>(index)
+        .and_then(Result::ok)
+        .and_then(|v| clock::from_sql(&v))
+}
+
+fn take_revoked(row: &mut Row, index: usize) -> RevokedLogins {
+    RevokedLogins::parse(
+        &row.take_opt::<Option<String>, _>(index)
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_default(),
+    )
+}
+
 fn from_row(mut row: Row) -> Result<User, StoreError> {
-    let take_string = |row: &mut Row, index: usize| -> Result<String, StoreError> {
-        row.take_opt::<String, _>(index)
-            .and_then(Result::ok)
-            .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
-    };
-    let take_u64 = |row: &mut Row, index: usize| -> Result<u64, StoreError> {
-        row.take_opt::<u64, _>(index)
-            .and_then(Result::ok)
-            .ok_or_else(|| StoreError::broken(format!("users column {index} unreadable")))
-    };
-    let take_time = |row: &mut Row, index: usize| -> Option<i64> {
-        row.take_opt::<Value, _>(index)
-            .and_then(Result::ok)
-            .and_then(|v| clock::from_sql(&v))
-    };
     let mut digests = [0u64; 5];
     for (index, digest) in digests.iter_mut().enumerate() {
         *digest = take_u64(&mut row, 13 + index)?;
@@ -95,12 +107,7 @@ fn from_row(mut row: Row) -> Result<User, StoreError> {
         digests,
         entity_versions,
         conflict_seq: take_u64(&mut row, 23)?,
-        revoked_logins: RevokedLogins::parse(
-            &row.take_opt::<Option<String>, _>(24)
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or_default(),
-        ),
+        revoked_logins: take_revoked(&mut row, 24),
     })
 }
 
@@ -183,6 +190,25 @@ impl User {
         self.entity_versions[entity.index()]
     }
 
+    /// Where the user's sequence stands.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            change_counter: self.change_counter,
+            purged_version: self.purged_version,
+            purged_before: self.purged_before,
+        }
+    }
+}
+
+/// The user's position and purge watermark: what a cursor is judged by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub change_counter: u64,
+    pub purged_version: u64,
+    pub purged_before: Option<i64>,
+}
+
+impl Bounds {
     /// The oldest cursor accepted without 410 (contract section 9.5),
     /// `None` while nothing of the user's was purged.
     pub fn oldest_sync_token(&self) -> Option<u64> {
@@ -191,6 +217,71 @@ impl User {
             (version, _) => Some(version),
         }
     }
+}
+
+/// What a pull needs of its user: the credentials, the position, the last
+/// sync time, and the pulled entity's digest and highest version. Pulls
+/// are the most frequent request, and this is 10 of the row's 25 columns:
+/// MariaDB sends fewer, and the binary decodes fewer (about 15 µs of
+/// server CPU a pull).
+#[derive(Debug, Clone)]
+pub struct Position {
+    pub id: String,
+    pub token_version: u32,
+    pub revoked_logins: RevokedLogins,
+    pub sync_enabled: bool,
+    pub last_sync_at: Option<i64>,
+    pub bounds: Bounds,
+    pub entity: Entity,
+    /// The entity's state digest at `bounds.change_counter`.
+    pub digest: u64,
+    /// The highest version ever written to the entity.
+    pub entity_version: u64,
+}
+
+fn select_position(entity: Entity, lock: Lock) -> String {
+    format!(
+        "SELECT id, token_version, sync_enabled, change_counter, last_sync_at, \
+         purged_version, purged_before, revoked_logins, {}, {} FROM users WHERE id = ?{}",
+        digest_column(entity),
+        version_column(entity),
+        lock.suffix()
+    )
+}
+
+/// The position read, as a statement of a larger packet.
+pub fn push_find_position(
+    packet: &mut Packet,
+    id: &str,
+    entity: Entity,
+    lock: Lock,
+) -> Result<Slot, StoreError> {
+    packet.push(&select_position(entity, lock), &[Value::from(id)])
+}
+
+pub fn read_position(
+    sets: &mut Sets,
+    slot: Slot,
+    entity: Entity,
+) -> Result<Option<Position>, StoreError> {
+    let Some(mut row) = sets.rows(slot)?.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(Position {
+        id: take_string(&mut row, 0)?,
+        token_version: u32::try_from(take_u64(&mut row, 1)?).unwrap_or(u32::MAX),
+        sync_enabled: take_u64(&mut row, 2)? != 0,
+        bounds: Bounds {
+            change_counter: take_u64(&mut row, 3)?,
+            purged_version: take_u64(&mut row, 5)?,
+            purged_before: take_time(&mut row, 6),
+        },
+        last_sync_at: take_time(&mut row, 4),
+        revoked_logins: take_revoked(&mut row, 7),
+        entity,
+        digest: take_u64(&mut row, 8)?,
+        entity_version: take_u64(&mut row, 9)?,
+    }))
 }
 
 /// How a read of the user row locks it.
@@ -207,12 +298,17 @@ pub enum Lock {
 /// The user by id, with its revoked logins: refusing a revoked login's
 /// access tokens needs no statement of its own.
 fn select_by_id(lock: Lock) -> String {
-    let suffix = match lock {
-        Lock::None => "",
-        Lock::Share => " LOCK IN SHARE MODE",
-        Lock::Update => " FOR UPDATE",
-    };
-    format!("SELECT {COLUMNS} FROM users WHERE id = ?{suffix}")
+    format!("SELECT {COLUMNS} FROM users WHERE id = ?{}", lock.suffix())
+}
+
+impl Lock {
+    fn suffix(self) -> &'static str {
+        match self {
+            Lock::None => "",
+            Lock::Share => " LOCK IN SHARE MODE",
+            Lock::Update => " FOR UPDATE",
+        }
+    }
 }
 
 pub fn find_by_id(db: &mut Db, id: &str, lock: Lock) -> Result<Option<User>, StoreError> {

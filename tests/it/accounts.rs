@@ -679,10 +679,12 @@ fn logout_everywhere_refuses_every_older_token() {
         .token(&user.token)
         .send()
         .ok();
-    db.get("/api/account")
-        .token(&user.token)
-        .send()
-        .expect(401, "UNAUTHORIZED");
+    for path in ["/api/account", "/api/meals"] {
+        db.get(path)
+            .token(&user.token)
+            .send()
+            .expect(401, "UNAUTHORIZED");
+    }
     refresh(&db, &user.refresh).expect(401, "UNAUTHORIZED");
     let fresh = db
         .post(
@@ -692,10 +694,12 @@ fn logout_everywhere_refuses_every_older_token() {
         .send()
         .ok()
         .clone();
-    db.get("/api/account")
-        .token(fresh["token"].as_str().unwrap_or_default())
-        .send()
-        .ok();
+    for path in ["/api/account", "/api/meals"] {
+        db.get(path)
+            .token(fresh["token"].as_str().unwrap_or_default())
+            .send()
+            .ok();
+    }
 }
 
 #[test]
