@@ -266,7 +266,7 @@ pub fn sync(
         let mut entity_versions = user.entity_versions;
         for one in &merged {
             digests[one.entity.index()] ^= one.digest_delta;
-            if let Some(highest) = one.pending.iter().map(|(_, _, version)| *version).max() {
+            if let Some(highest) = one.pending.iter().map(|write| write.version).max() {
                 let written = &mut entity_versions[one.entity.index()];
                 *written = (*written).max(highest);
             }
@@ -296,7 +296,7 @@ pub fn sync(
         // the packet); the user's new position, the conflict log, the key
         // and COMMIT follow in one.
         for one in &merged {
-            records::write_batch(db, &user.id, one.entity, &one.writes(), received_at)?;
+            records::write_batch(db, &user.id, one.entity, &one.pending, received_at)?;
         }
         let mut packet = Packet::new();
         if wrote {
@@ -580,7 +580,7 @@ fn without_written(rows: Vec<Pulled>, merged: &[Merged]) -> Vec<Pulled> {
         .flat_map(|one| {
             one.pending
                 .iter()
-                .map(move |(record, _, _)| (one.entity, record.id.as_str()))
+                .map(move |write| (one.entity, write.id.as_str()))
         })
         .collect();
     if written.is_empty() {
@@ -701,23 +701,10 @@ fn data_len(record: &Record) -> u64 {
 struct Merged {
     entity: Entity,
     result: EntityResult,
-    /// Record, its data as compact JSON, the version it takes.
-    pending: Vec<(Record, String, u64)>,
+    /// The rows to write.
+    pending: Vec<Write>,
     /// What the writes change in the entity's digest (section 9.2).
     digest_delta: u64,
-}
-
-impl Merged {
-    fn writes(&self) -> Vec<Write<'_>> {
-        self.pending
-            .iter()
-            .map(|(record, data_json, version)| Write {
-                record,
-                data_json,
-                version: *version,
-            })
-            .collect()
-    }
 }
 
 /// Decides every record of a batch against the stored rows (locked by the
@@ -739,7 +726,7 @@ fn merge_batch(
         errors: batch.errors.clone(),
         ..EntityResult::default()
     };
-    let mut pending: Vec<(Record, String, u64)> = Vec::new();
+    let mut pending: Vec<Write> = Vec::new();
     let mut digest_delta = 0u64;
     let mut next_version = || {
         *counter += 1;
@@ -768,7 +755,11 @@ fn merge_batch(
                 quota.apply(old_len, new_len);
                 let version = next_version();
                 digest_delta ^= digest::write_delta(&id, current.map(|s| s.version), version);
-                pending.push((incoming.record.clone(), valid.data_json.clone(), version));
+                pending.push(Write::of(
+                    &incoming.record,
+                    valid.data_json.clone(),
+                    version,
+                ));
                 result.synced += 1;
                 result.applied.push(Applied {
                     id: id.clone(),
@@ -802,7 +793,7 @@ fn merge_batch(
                             .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
                         // A conflict's resolution is never refused for quota.
                         quota.apply(Some(data_len(&met.record)), data_json.len() as u64);
-                        pending.push((record.clone(), data_json, version));
+                        pending.push(Write::of(&record, data_json, version));
                         if resolution == Resolution::ClientWins {
                             result.applied.push(Applied {
                                 id: id.clone(),
@@ -841,7 +832,7 @@ fn merge_batch(
                         let version = next_version();
                         let old_version = stored.get(&derived_id).map(|held| held.version);
                         digest_delta ^= digest::write_delta(&derived_id, old_version, version);
-                        pending.push((copy.clone(), valid.data_json.clone(), version));
+                        pending.push(Write::of(&copy, valid.data_json.clone(), version));
                         let held = Stored {
                             record: copy,
                             version,

@@ -246,11 +246,29 @@ pub fn read_locked_batches(
     Ok(found)
 }
 
-/// One row to write: the record, its data as compact JSON, its version.
-pub struct Write<'a> {
-    pub record: &'a Record,
-    pub data_json: &'a str,
+/// One row to write: what of the record the row holds besides its data,
+/// the data as compact JSON, and the version it takes.
+#[derive(Debug)]
+pub struct Write {
+    pub id: String,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+    pub data_json: String,
     pub version: u64,
+}
+
+impl Write {
+    /// The row of `record`, whose data is `data_json`: the data's tree is
+    /// not copied, only its text is written.
+    pub fn of(record: &Record, data_json: String, version: u64) -> Write {
+        Write {
+            id: record.id.clone(),
+            updated_at: record.updated_at,
+            deleted_at: record.deleted_at,
+            data_json,
+            version,
+        }
+    }
 }
 
 fn write_statement(
@@ -271,10 +289,10 @@ fn write_statement(
     let mut params: Vec<Value> = Vec::with_capacity(writes.len() * 8);
     for write in writes {
         params.push(Value::from(user_id));
-        params.push(Value::from(write.record.id.as_str()));
-        params.push(Value::from(write.data_json));
-        params.push(clock::to_sql(write.record.updated_at));
-        params.push(write.record.deleted_at.map_or(Value::NULL, clock::to_sql));
+        params.push(Value::from(write.id.as_str()));
+        params.push(Value::from(write.data_json.as_str()));
+        params.push(clock::to_sql(write.updated_at));
+        params.push(write.deleted_at.map_or(Value::NULL, clock::to_sql));
         params.push(received.clone());
         params.push(Value::from(write.version));
         params.push(received.clone());

@@ -95,18 +95,12 @@ fn record(n: u32) -> Record {
 
 /// Writes `records` of `entity` at consecutive versions from `first`.
 fn write(db: &mut Db, user_id: &str, entity: Entity, records: &[Record], first: u64) {
-    let texts: Vec<String> = records
-        .iter()
-        .map(|r| serde_json::to_string(&r.data).unwrap_or_default())
-        .collect();
     let writes: Vec<Write> = records
         .iter()
-        .zip(&texts)
         .zip(first..)
-        .map(|((record, data_json), version)| Write {
-            record,
-            data_json,
-            version,
+        .map(|(record, version)| {
+            let data_json = serde_json::to_string(&record.data).unwrap_or_default();
+            Write::of(record, data_json, version)
         })
         .collect();
     records::write_batch(db, user_id, entity, &writes, 1_700_000_000_000)
