@@ -884,7 +884,7 @@ fn conflict_detail(
     ConflictDetail {
         entity_id: id.to_owned(),
         entity_type: entity.bulk_key(),
-        client_version: valid.raw.clone(),
+        client_version: valid.client_version(),
         server_version: held(met),
         resolution: resolution.as_str(),
     }

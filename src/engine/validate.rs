@@ -20,6 +20,8 @@ pub const MAX_DATA_DEPTH: usize = 32;
 
 /// One record that passed validation, with where it stood in the body.
 pub struct Valid {
+    /// The record as sent, but its `data`, moved to `incoming` (an empty
+    /// object stands in): `client_version` puts it back.
     pub raw: Value,
     /// Its position in the body's list.
     pub index: usize,
@@ -58,6 +60,18 @@ pub fn record_error(
     }
 }
 
+impl Valid {
+    /// The record exactly as the device sent it (the conflict log's and a
+    /// conflict's `client_version`).
+    pub fn client_version(&self) -> Value {
+        let mut sent = self.raw.clone();
+        if let Some(data) = sent.get_mut("data") {
+            *data = Value::Object(self.incoming.record.data.clone());
+        }
+        sent
+    }
+}
+
 impl Batch {
     /// The ids of the records that will be applied, for the locking read.
     pub fn ids(&self) -> Vec<&str> {
@@ -75,8 +89,8 @@ pub fn validate(entity: Entity, list: Vec<Value>, config: &Config, now_ms: i64) 
     let mut valid = Vec::with_capacity(list.len());
     let mut errors = Vec::new();
     let mut seen: HashSet<String> = HashSet::with_capacity(list.len());
-    for (index, raw) in list.into_iter().enumerate() {
-        match parse_record(&raw, config, now_ms) {
+    for (index, mut raw) in list.into_iter().enumerate() {
+        match parse_record(&mut raw, config, now_ms) {
             Err((code, message)) => {
                 errors.push(record_error(raw.get("id"), index, code, message));
             }
@@ -112,7 +126,11 @@ fn invalid(message: impl Into<String>) -> Refusal {
     ("VALIDATION_ERROR", message.into())
 }
 
-fn parse_record(raw: &Value, config: &Config, now_ms: i64) -> Result<(Incoming, String), Refusal> {
+fn parse_record(
+    raw: &mut Value,
+    config: &Config,
+    now_ms: i64,
+) -> Result<(Incoming, String), Refusal> {
     let object = raw
         .as_object()
         .ok_or_else(|| invalid("each record must be a JSON object"))?;
@@ -164,9 +182,14 @@ fn parse_record(raw: &Value, config: &Config, now_ms: i64) -> Result<(Incoming, 
         ),
         Some(_) => return Err(invalid("base_version must be a non-negative integer")),
     };
+    // Accepted: the data moves to the record, not copied.
+    let data = match raw.get_mut("data") {
+        Some(Value::Object(data)) => std::mem::take(data),
+        _ => return Err(invalid("data must be a JSON object")),
+    };
     let record = Record {
         id,
-        data: data.clone(),
+        data,
         updated_at,
         deleted_at,
     };
