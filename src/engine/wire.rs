@@ -154,12 +154,12 @@ impl Serialize for PullAnswer {
 }
 
 impl PullAnswer {
-    /// At least the length of the answer in its envelope: the records as
-    /// measured for the page's size limit, a comma each, and room for the
-    /// envelope and the cursor fields.
+    /// The length of the answer in its envelope, at least for records
+    /// whose ids need no escaping (every stored id): the records, a comma
+    /// each, and room for the envelope and the cursor fields.
     pub fn len_hint(&self) -> usize {
         const FIELDS: usize = 256;
-        let records: usize = self.records.iter().map(Pulled::compact_len).sum();
+        let records: usize = self.records.iter().map(Pulled::unescaped_len).sum();
         records + self.records.len() + FIELDS
     }
 
