@@ -120,12 +120,11 @@ pub fn finish_open_position(
     db: &mut Db,
     sets: &mut Sets,
     opening: Opening<Position>,
-    entity: Entity,
     claims: &tokens::AccessClaims,
     seen: &mut Seen,
 ) -> Result<Position, ApiError> {
-    let position = users::read_position(sets, opening.user, entity)?
-        .ok_or(ApiError::Unauthorized(NO_ACCOUNT))?;
+    let position =
+        users::read_position(sets, opening.user)?.ok_or(ApiError::Unauthorized(NO_ACCOUNT))?;
     check_credentials(position.token_version, &position.revoked_logins, claims)?;
     finish_count(db, sets, &opening, seen)?;
     Ok(position)

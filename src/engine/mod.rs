@@ -474,7 +474,7 @@ pub fn pull(
             (push_open(&mut packet)?, page_slot)
         };
         let mut sets = session::run_opening(db, env, packet)?;
-        let user = session::finish_open_position(db, &mut sets, opening, entity, claims, seen)?;
+        let user = session::finish_open_position(db, &mut sets, opening, claims, seen)?;
         let ask = ask.as_ref().map_err(Clone::clone)?;
         device.clone()?;
         if !user.sync_enabled {

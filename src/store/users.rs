@@ -232,7 +232,6 @@ pub struct Position {
     pub sync_enabled: bool,
     pub last_sync_at: Option<i64>,
     pub bounds: Bounds,
-    pub entity: Entity,
     /// The entity's state digest at `bounds.change_counter`.
     pub digest: u64,
     /// The highest version ever written to the entity.
@@ -259,11 +258,7 @@ pub fn push_find_position(
     packet.push(&select_position(entity, lock), &[Value::from(id)])
 }
 
-pub fn read_position(
-    sets: &mut Sets,
-    slot: Slot,
-    entity: Entity,
-) -> Result<Option<Position>, StoreError> {
+pub fn read_position(sets: &mut Sets, slot: Slot) -> Result<Option<Position>, StoreError> {
     let Some(mut row) = sets.rows(slot)?.into_iter().next() else {
         return Ok(None);
     };
@@ -278,7 +273,6 @@ pub fn read_position(
         },
         last_sync_at: take_time(&mut row, 4),
         revoked_logins: take_revoked(&mut row, 7),
-        entity,
         digest: take_u64(&mut row, 8)?,
         entity_version: take_u64(&mut row, 9)?,
     }))
