@@ -527,7 +527,7 @@ pub fn pull(
         true => None,
     };
     let mut packet = Packet::new();
-    let synced = (user.id.as_str(), user.last_sync_at);
+    let synced = (claims.user_id.as_str(), user.last_sync_at);
     push_record_sync(&mut packet, env, synced, device.clone()?, next, false)?;
     db.run(packet)?;
     Ok(PullAnswer {
