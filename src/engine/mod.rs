@@ -22,7 +22,7 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::value::{to_raw_value, RawValue};
+use serde_json::value::RawValue;
 
 use crate::auth::session;
 use crate::auth::tokens::AccessClaims;
@@ -35,7 +35,7 @@ use crate::store::{clock, conflicts, idempotency};
 use crate::sync::{self, digest, Entity, Outcome, Record, Resolution, Stored};
 
 pub use validate::Batch;
-use wire::{Applied, ConflictDetail, EntityResult, Held, PullAnswer, Token};
+use wire::{Applied, ConflictDetail, EntityResult, Held, PullAnswer, Rendered, Token};
 
 pub const DEFAULT_PULL_LIMIT: usize = 100;
 pub const MAX_PULL_LIMIT: usize = 1000;
@@ -271,7 +271,7 @@ pub fn sync(
                 *written = (*written).max(highest);
             }
         }
-        let conflicts = conflict_entries(&merged, user.conflict_seq, received_at, device)?;
+        let conflicts = conflict_entries(&merged, user.conflict_seq, received_at, device);
         let conflict_seq = conflicts
             .last()
             .map_or(user.conflict_seq, |entry| entry.seq);
@@ -384,34 +384,34 @@ pub fn sync(
 }
 
 /// The conflict log's entries for this request's conflicts (section 9.4),
-/// numbered on from the user's last `seq`.
+/// numbered on from the user's last `seq`: the versions as the answer
+/// gives them, rendered once.
 fn conflict_entries(
     merged: &[Merged],
     last_seq: u64,
     at: i64,
     device: Option<&str>,
-) -> Result<Vec<conflicts::Entry>, ApiError> {
-    let mut entries = Vec::new();
+) -> Vec<conflicts::Entry> {
     let details = merged
         .iter()
         .flat_map(|one| one.result.conflict_details.iter());
-    for (offset, detail) in (1u64..).zip(details) {
-        entries.push(conflicts::Entry {
+    (1u64..)
+        .zip(details)
+        .map(|(offset, detail)| conflicts::Entry {
             seq: last_seq + offset,
             at,
             device_id: device.map(str::to_owned),
             entity_type: detail.entity_type.to_owned(),
             entity_id: detail.entity_id.clone(),
             resolution: detail.resolution.to_owned(),
-            client_version: to_raw_value(&detail.client_version).map_err(unrenderable)?,
-            server_version: to_raw_value(&detail.server_version).map_err(unrenderable)?,
-        });
-    }
-    Ok(entries)
+            client_version: detail.client_version.0.clone(),
+            server_version: detail.server_version.0.clone(),
+        })
+        .collect()
 }
 
 fn unrenderable(error: serde_json::Error) -> ApiError {
-    ApiError::Internal(format!("conflict log entry: {error}"))
+    ApiError::Internal(format!("conflict version: {error}"))
 }
 
 /// A pull's query, parsed.
@@ -809,7 +809,7 @@ fn merge_batch(
                 result.server_updates.push(held(now_held));
                 result
                     .conflict_details
-                    .push(conflict_detail(entity, &id, valid, met, resolution));
+                    .push(conflict_detail(entity, &id, valid, met, resolution)?);
             }
             Outcome::KeepBoth { derived_id } => {
                 let Some(met) = current.cloned() else {
@@ -853,7 +853,7 @@ fn merge_batch(
                     valid,
                     met,
                     Resolution::KeptBoth,
-                ));
+                )?);
             }
         }
     }
@@ -880,12 +880,12 @@ fn conflict_detail(
     valid: &validate::Valid,
     met: Stored,
     resolution: Resolution,
-) -> ConflictDetail {
-    ConflictDetail {
+) -> Result<ConflictDetail, ApiError> {
+    Ok(ConflictDetail {
         entity_id: id.to_owned(),
         entity_type: entity.bulk_key(),
-        client_version: valid.client_version(),
-        server_version: held(met),
+        client_version: valid.render_client_version().map_err(unrenderable)?,
+        server_version: Rendered::of(&held(met)).map_err(unrenderable)?,
         resolution: resolution.as_str(),
-    }
+    })
 }

@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::engine::wire::RecordError;
+use crate::engine::wire::{RecordError, Rendered};
 use crate::store::clock;
 use crate::sync::{Entity, Incoming, Record};
 
@@ -61,14 +62,38 @@ pub fn record_error(
 }
 
 impl Valid {
-    /// The record exactly as the device sent it (the conflict log's and a
-    /// conflict's `client_version`).
+    /// The record exactly as the device sent it.
     pub fn client_version(&self) -> Value {
         let mut sent = self.raw.clone();
         if let Some(data) = sent.get_mut("data") {
             *data = Value::Object(self.incoming.record.data.clone());
         }
         sent
+    }
+
+    /// The same, rendered (a conflict's `client_version`, in the answer
+    /// and the conflict log) without copying the record first.
+    pub fn render_client_version(&self) -> Result<Rendered, serde_json::Error> {
+        Rendered::of(&Sent(self))
+    }
+}
+
+/// A `Valid` as the device sent it: `raw`, with `data` put back.
+struct Sent<'a>(&'a Valid);
+
+impl Serialize for Sent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = &self.0.raw else {
+            return self.0.raw.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            match key.as_str() {
+                "data" => map.serialize_entry(key, &self.0.incoming.record.data)?,
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
     }
 }
 
@@ -284,6 +309,38 @@ fn value_depth(value: &Value) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn config() -> Config {
+        let variables = [
+            ("DB_HOST", "127.0.0.1"),
+            ("DB_NAME", "unit"),
+            ("DB_USER", "unit"),
+            ("JWT_SECRET_KEY", "unit-Kq3vX8mW2rT6yB9nL4hJ7dF1gS5zCp0"),
+        ];
+        let variables = variables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        crate::config::parse(&variables).unwrap()
+    }
+
+    #[test]
+    fn a_conflicts_client_version_is_rendered_as_sent() {
+        let now = 1_765_000_000_000;
+        let sent = json!({
+            "id": "3F2B8C1E-1234-4ABC-8DEF-0123456789AB",
+            "data": {"weight": 65.5, "note": "b\u{e9}\"\n", "tags": [1, {"z": null}]},
+            "updated_at": "2025-12-06T05:46:40.000Z",
+            "deleted_at": null,
+            "extra": {"kept": true}
+        });
+        let batch = validate(Entity::HealthMetrics, vec![sent.clone()], &config(), now);
+        assert!(batch.errors.is_empty(), "{:?}", batch.errors);
+        let valid = &batch.valid[0];
+        assert_eq!(valid.client_version(), sent);
+        let rendered = valid.render_client_version().unwrap();
+        assert_eq!(rendered.0.get(), serde_json::to_string(&sent).unwrap());
+    }
 
     #[test]
     fn only_the_canonical_uuid_form_is_accepted() {

@@ -4,7 +4,7 @@
 //! Pulled records go out as their stored JSON text (`records::Pulled`).
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::ctx::SyncFacts;
 use crate::store::clock;
@@ -80,15 +80,40 @@ impl Serialize for Held {
     }
 }
 
+/// JSON rendered once and sent as it is. A conflict's two versions are
+/// rendered when the conflict is found, and the answer and the conflict
+/// log (section 9.4) take the same text: byte for byte what the device
+/// was told, and each version serialized once, not twice.
+#[derive(Clone, Debug)]
+pub struct Rendered(pub Box<RawValue>);
+
+impl Rendered {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Rendered, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Rendered)
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Rendered) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for Rendered {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 /// One conflict, as `conflict_details` lists it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ConflictDetail {
     pub entity_id: String,
     pub entity_type: &'static str,
     /// The record as the device sent it.
-    pub client_version: Value,
-    /// The stored record it met.
-    pub server_version: Held,
+    pub client_version: Rendered,
+    /// The stored record it met, as a pull returns it (`Held`).
+    pub server_version: Rendered,
     pub resolution: &'static str,
 }
 

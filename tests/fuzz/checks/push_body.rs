@@ -144,6 +144,14 @@ fn check_batch(batch: &Batch, entity: Entity, list: &[Value]) {
     for (valid, index) in batch.valid.iter().zip(&applied_at) {
         let sent = valid.client_version();
         assert_eq!(sent, list[*index], "record {index} applied as sent");
+        let rendered = valid
+            .render_client_version()
+            .expect("a record as sent renders");
+        assert_eq!(
+            rendered.0.get(),
+            serde_json::to_string(&list[*index]).expect("a parsed body renders"),
+            "record {index}'s client_version rendered as sent"
+        );
         let record = &valid.incoming.record;
         check_applied(&sent, &valid.incoming, &valid.data_json);
         assert!(ids.insert(record.id.clone()), "{} applied twice", record.id);
