@@ -62,7 +62,9 @@ pub fn record_error(
 }
 
 impl Valid {
-    /// The record exactly as the device sent it.
+    /// The record exactly as the device sent it, as a tree: what the
+    /// push-body fuzz check compares with the body, and the rendered form
+    /// below with it.
     pub fn client_version(&self) -> Value {
         let mut sent = self.raw.clone();
         if let Some(data) = sent.get_mut("data") {
