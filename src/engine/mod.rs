@@ -411,7 +411,7 @@ fn conflict_entries(
 }
 
 fn unrenderable(error: serde_json::Error) -> ApiError {
-    ApiError::Internal(format!("conflict version: {error}"))
+    ApiError::Internal(format!("rendering a conflict: {error}"))
 }
 
 /// A pull's query, parsed.
@@ -779,20 +779,22 @@ fn merge_batch(
                 result.applied.push(Applied { id, version });
             }
             Outcome::Conflict { resolution, store } => {
-                let Some(met) = current.cloned() else {
+                let Some(met) = current else {
                     return Err(ApiError::Internal(
                         "conflict without a stored record".into(),
                     ));
                 };
                 result.conflicts += 1;
+                let (met_version, met_len) = (met.version, data_len(&met.record));
+                let server_version = render_held(met)?;
                 let now_held = match store {
                     Some(record) => {
                         let version = next_version();
-                        digest_delta ^= digest::write_delta(&id, Some(met.version), version);
+                        digest_delta ^= digest::write_delta(&id, Some(met_version), version);
                         let data_json = serde_json::to_string(&record.data)
                             .map_err(|e| ApiError::Internal(format!("merge result: {e}")))?;
                         // A conflict's resolution is never refused for quota.
-                        quota.apply(Some(data_len(&met.record)), data_json.len() as u64);
+                        quota.apply(Some(met_len), data_json.len() as u64);
                         pending.push(Write::of(&record, data_json, version));
                         if resolution == Resolution::ClientWins {
                             result.applied.push(Applied {
@@ -800,24 +802,30 @@ fn merge_batch(
                                 version,
                             });
                         }
-                        let held = Stored { record, version };
-                        stored.insert(id.clone(), held.clone());
-                        held
+                        let now = Stored { record, version };
+                        let rendered = render_held(&now)?;
+                        stored.insert(id.clone(), now);
+                        rendered
                     }
-                    None => met.clone(),
+                    None => server_version.clone(),
                 };
-                result.server_updates.push(held(now_held));
-                result
-                    .conflict_details
-                    .push(conflict_detail(entity, &id, valid, met, resolution)?);
+                result.server_updates.push(now_held);
+                result.conflict_details.push(conflict_detail(
+                    entity,
+                    &id,
+                    valid,
+                    server_version,
+                    resolution,
+                )?);
             }
             Outcome::KeepBoth { derived_id } => {
-                let Some(met) = current.cloned() else {
+                let Some(met) = current else {
                     return Err(ApiError::Internal(
                         "kept-both without a stored record".into(),
                     ));
                 };
                 result.conflicts += 1;
+                let server_version = render_held(met)?;
                 if !stored.contains_key(&derived_id) {
                     let found =
                         records::lock_existing(db, user_id, entity, &[derived_id.as_str()])?;
@@ -825,7 +833,7 @@ fn merge_batch(
                 }
                 let mut copy = incoming.record.clone();
                 copy.id = derived_id.clone();
-                let derived_held = match sync::decide_derived(&copy, stored.get(&derived_id)) {
+                let derived = match sync::decide_derived(&copy, stored.get(&derived_id)) {
                     Outcome::Insert | Outcome::Update => {
                         let old_len = stored.get(&derived_id).map(|held| data_len(&held.record));
                         quota.apply(old_len, valid.data_json.len() as u64);
@@ -833,25 +841,26 @@ fn merge_batch(
                         let old_version = stored.get(&derived_id).map(|held| held.version);
                         digest_delta ^= digest::write_delta(&derived_id, old_version, version);
                         pending.push(Write::of(&copy, valid.data_json.clone(), version));
-                        let held = Stored {
+                        let now = Stored {
                             record: copy,
                             version,
                         };
-                        stored.insert(derived_id.clone(), held.clone());
-                        held
+                        let rendered = render_held(&now)?;
+                        stored.insert(derived_id.clone(), now);
+                        rendered
                     }
                     _ => match stored.get(&derived_id) {
-                        Some(held) => held.clone(),
+                        Some(held) => render_held(held)?,
                         None => return Err(ApiError::Internal("derived meal vanished".into())),
                     },
                 };
-                result.server_updates.push(held(met.clone()));
-                result.server_updates.push(held(derived_held));
+                result.server_updates.push(server_version.clone());
+                result.server_updates.push(derived);
                 result.conflict_details.push(conflict_detail(
                     entity,
                     &id,
                     valid,
-                    met,
+                    server_version,
                     Resolution::KeptBoth,
                 )?);
             }
@@ -867,25 +876,28 @@ fn merge_batch(
     })
 }
 
-fn held(stored: Stored) -> Held {
-    Held {
-        record: stored.record,
+/// A stored record as a pull returns it, rendered once: a conflict's
+/// `server_version` and `server_updates` entry, and the log's copy.
+fn render_held(stored: &Stored) -> Result<Rendered, ApiError> {
+    let held = Held {
+        record: &stored.record,
         version: stored.version,
-    }
+    };
+    Rendered::of(&held).map_err(unrenderable)
 }
 
 fn conflict_detail(
     entity: Entity,
     id: &str,
     valid: &validate::Valid,
-    met: Stored,
+    server_version: Rendered,
     resolution: Resolution,
 ) -> Result<ConflictDetail, ApiError> {
     Ok(ConflictDetail {
         entity_id: id.to_owned(),
         entity_type: entity.bulk_key(),
         client_version: valid.render_client_version().map_err(unrenderable)?,
-        server_version: Rendered::of(&held(met)).map_err(unrenderable)?,
+        server_version,
         resolution: resolution.as_str(),
     })
 }

@@ -62,13 +62,13 @@ pub struct Applied {
 
 /// A record the server holds, already parsed (a conflict's result), as a
 /// pull returns it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Held {
-    pub record: Record,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Held<'a> {
+    pub record: &'a Record,
     pub version: u64,
 }
 
-impl Serialize for Held {
+impl Serialize for Held<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(5))?;
         map.serialize_entry("id", &self.record.id)?;
@@ -80,10 +80,11 @@ impl Serialize for Held {
     }
 }
 
-/// JSON rendered once and sent as it is. A conflict's two versions are
-/// rendered when the conflict is found, and the answer and the conflict
-/// log (section 9.4) take the same text: byte for byte what the device
-/// was told, and each version serialized once, not twice.
+/// JSON rendered once and sent as it is. A conflict's versions are
+/// rendered when the conflict is found, and the answer's
+/// `conflict_details` (and `server_updates`, when the server's record
+/// stands) and the conflict log (section 9.4) take the same text: byte
+/// for byte what the device was told, each serialized once.
 #[derive(Clone, Debug)]
 pub struct Rendered(pub Box<RawValue>);
 
@@ -124,8 +125,9 @@ pub struct EntityResult {
     pub conflicts: u64,
     pub errors: Vec<RecordError>,
     pub conflict_details: Vec<ConflictDetail>,
-    /// Conflict results: each record as the server now holds it.
-    pub server_updates: Vec<Held>,
+    /// Conflict results: each record as the server now holds it
+    /// (`Held`), rendered once.
+    pub server_updates: Vec<Rendered>,
     pub applied: Vec<Applied>,
 }
 
@@ -280,7 +282,7 @@ impl Serialize for BulkSection<'_> {
 }
 
 struct Updates<'a> {
-    resolved: &'a [Held],
+    resolved: &'a [Rendered],
     pulled: &'a [Pulled],
     entity: Entity,
 }
